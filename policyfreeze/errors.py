@@ -1,0 +1,123 @@
+"""The exception family: every error a user can see is a PolicyError."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MAX_SHOWN_ERRORS = 20
+
+
+@dataclass(frozen=True)
+class Location:
+    """A place in a policy source: 1-based line and column, with the line's text."""
+
+    source: str
+    line: int
+    column: int
+    line_text: str = ""
+    end_column: int | None = None
+
+    def snippet(self) -> str:
+        """The line with a caret under the located span, rustc style."""
+        gutter = str(self.line)
+        pad = " " * len(gutter)
+        # One visible character per column, so the caret stays aligned.
+        text = "".join(
+            " " if ch == "\t" else ch if ch.isprintable() else "\N{REPLACEMENT CHARACTER}"
+            for ch in self.line_text
+        )
+        width = max(1, (self.end_column or self.column + 1) - self.column)
+        width = min(width, max(1, len(text) - self.column + 1))
+        caret = " " * (self.column - 1) + "^" * width
+        return f"{pad} |\n{gutter} | {text}\n{pad} | {caret}"
+
+
+class PolicyError(Exception):
+    """Root of every error policyfreeze raises about a policy or its use.
+
+    ``code`` is the lint code (``PF101`` …) when the error is also a finding.
+    ``errors`` holds every error found when several were collected; the
+    exception itself describes the first.
+    """
+
+    default_code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        location: Location | None = None,
+        help: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        self.message = message
+        self.location = location
+        self.help = help
+        self.code = code or self.default_code
+        self.errors: tuple[PolicyError, ...] = (self,)
+        super().__init__(self.render())
+
+    @property
+    def source(self) -> str | None:
+        return self.location.source if self.location else None
+
+    @property
+    def line(self) -> int | None:
+        return self.location.line if self.location else None
+
+    @property
+    def column(self) -> int | None:
+        return self.location.column if self.location else None
+
+    def render(self) -> str:
+        """``file:line:col: CODE message``, the line with a caret, and the help."""
+        head = f"{self.code} {self.message}" if self.code else self.message
+        if self.location is None:
+            parts = [head]
+        else:
+            loc = self.location
+            parts = [f"{loc.source}:{loc.line}:{loc.column}: {head}"]
+            if loc.line_text:
+                parts.append(loc.snippet())
+        if self.help:
+            parts.append(f"  = help: {self.help}")
+        return "\n".join(parts)
+
+    def __str__(self) -> str:
+        if len(self.errors) == 1:
+            return self.render()
+        shown = [e.render() for e in self.errors[:MAX_SHOWN_ERRORS]]
+        more = len(self.errors) - MAX_SHOWN_ERRORS
+        if more > 0:
+            shown.append(f"… and {more} more")
+        return f"{len(self.errors)} errors\n" + "\n\n".join(shown)
+
+    @classmethod
+    def collect(cls, errors: list[PolicyError]) -> PolicyError:
+        """One exception carrying every error, raised once (sqlglot style)."""
+        first = errors[0]
+        first.errors = tuple(errors)
+        first.args = (str(first),)
+        return first
+
+
+class PolicySyntaxError(PolicyError):
+    """The text is not a policy (PF101)."""
+
+    default_code = "PF101"
+
+
+class PolicyValidationError(PolicyError):
+    """The policy parses but a rule is invalid (PF102–PF106)."""
+
+
+class PolicyResolveError(PolicyError):
+    """The policy cannot be applied to this model (for example PF207)."""
+
+
+class PolicyUsageError(PolicyError):
+    """The API or the command line was called wrongly (no policy position)."""
+
+
+class PolicyWarning(UserWarning):
+    """A model-aware finding that does not stop a policy from applying."""

@@ -1,0 +1,230 @@
+"""Resolution (spec §6): a policy and a model tree → a pure ``Plan``.
+
+Nothing here changes a model. ``evaluate`` works on a torch-free
+``ModelTree`` (so lint can run on a manifest); ``resolve`` is the public entry
+point that accepts a live ``nn.Module``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import PolicyError, PolicyResolveError, PolicyUsageError
+from .parser import load, parse
+from .rules import GlobSelector, Options, Policy, Statement, TypeSelector, quote_name
+from .selection import select
+from .source import Source
+from .tree import ModelTree, ParamInfo
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The statement that decided a parameter or module: provenance for reports."""
+
+    verb: str
+    text: str
+    source: str
+    line: int
+    column: int
+    options: Options | None = None
+
+    @classmethod
+    def of(cls, statement: Statement, source: Source) -> Decision:
+        return cls(
+            statement.verb,
+            statement.text,
+            source.name,
+            statement.span.line,
+            statement.span.column,
+            statement.options,
+        )
+
+    def where(self) -> str:
+        return f"{self.source}:{self.line}"
+
+    def __str__(self) -> str:
+        return f"{self.where()} {self.text}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a policy decides for a model, before anything is changed.
+
+    ``requires_grad`` and ``decisions`` are keyed by parameter name in
+    ``named_parameters()`` order; ``pinned`` by module name in
+    ``named_modules()`` order (True: held in eval mode).
+    """
+
+    policy: Policy
+    tree: ModelTree
+    at: int
+    requires_grad: dict[str, bool]
+    decisions: dict[str, Decision | None]
+    pinned: dict[str, bool]
+    pin_decisions: dict[str, Decision | None]
+    warnings: tuple[PolicyError, ...] = ()
+    errors: tuple[PolicyError, ...] = ()
+    _tensors: tuple[Any, ...] = field(default=(), repr=False, compare=False)
+    _modules: tuple[Any, ...] = field(default=(), repr=False, compare=False)
+
+    @property
+    def params(self) -> dict[str, ParamInfo]:
+        return {p.name: p for p in self.tree.params}
+
+    @property
+    def before(self) -> dict[str, bool]:
+        """Each parameter's ``requires_grad`` when the plan was made."""
+        return {p.name: p.requires_grad for p in self.tree.params}
+
+    @property
+    def changed(self) -> list[str]:
+        """Names whose ``requires_grad`` the plan changes, in parameter order."""
+        return [p.name for p in self.tree.params if self.requires_grad[p.name] != p.requires_grad]
+
+    @property
+    def trainable(self) -> list[str]:
+        return [name for name, flag in self.requires_grad.items() if flag]
+
+    @property
+    def frozen(self) -> list[str]:
+        return [name for name, flag in self.requires_grad.items() if not flag]
+
+
+def coerce_policy(policy: Policy | str | Path) -> Policy:
+    """A ``Policy`` from a Policy, policy text or a path."""
+    if isinstance(policy, Policy):
+        return policy
+    if isinstance(policy, Path):
+        return load(policy)
+    if isinstance(policy, str):
+        try:
+            return parse(policy)
+        except PolicyError as exc:
+            if "\n" not in policy and len(policy) < 4096 and _is_file(policy):
+                exc.help = f"{policy!r} is a file: pass pathlib.Path({policy!r}) or use policyfreeze.load()"
+                exc.args = (exc.render(),)
+            raise
+    raise PolicyUsageError(f"a policy is a Policy, policy text or a pathlib.Path, not {type(policy).__name__}")
+
+
+def _is_file(text: str) -> bool:
+    try:
+        return Path(text).is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def stage_at(policy: Policy, epoch: int | None, step: int | None) -> int:
+    """The epoch/step to resolve, checked against the policy's unit."""
+    if epoch is not None and step is not None:
+        raise PolicyUsageError("give epoch= or step=, not both")
+    unit, at = ("epoch", epoch) if epoch is not None else ("step", step)
+    if at is None:
+        return 0
+    if isinstance(at, bool) or not isinstance(at, int) or at < 0:
+        raise PolicyUsageError(f"{unit} must be an integer 0 or more, not {at!r}")
+    if policy.unit is not None and policy.unit != unit:
+        raise PolicyUsageError(f"{policy.source.name} schedules by {policy.unit}: pass {policy.unit}=, not {unit}=")
+    return at
+
+
+def resolve(model: Any, policy: Policy | str | Path, *, epoch: int | None = None, step: int | None = None) -> Plan:
+    """Decide every parameter's ``requires_grad`` (and module pins) without touching the model.
+
+    ``epoch``/``step`` pick the schedule stage in force (default: 0).
+    Raises ``PolicyResolveError`` when the policy cannot apply to this model.
+    """
+    policy = coerce_policy(policy)
+    at = stage_at(policy, epoch, step)
+    tree, tensors, modules = ModelTree.from_module_with_objects(model)
+    plan = evaluate(tree, policy, at)
+    if plan.errors:
+        raise PolicyError.collect(list(plan.errors))
+    return Plan(**{**plan.__dict__, "_tensors": tuple(tensors), "_modules": tuple(modules)})
+
+
+def evaluate(tree: ModelTree, policy: Policy, at: int = 0) -> Plan:
+    """The plan for ``tree``; problems are returned in ``errors``/``warnings``, not raised."""
+    param_deciders: list[Statement | None] = [None] * len(tree.params)
+    module_deciders: list[Statement | None] = [None] * len(tree.modules)
+    warnings: list[PolicyError] = []
+    for statement in policy.stage(at):
+        nodes = select(tree, statement.selector)
+        acts_on_params = statement.verb in ("freeze", "unfreeze")
+        reached = tree.param_ids_in(nodes) if acts_on_params else tree.module_ids_in(nodes)
+        deciders = param_deciders if acts_on_params else module_deciders
+        for index in reached:
+            deciders[index] = statement
+        if not reached:
+            warnings.append(_selects_nothing(tree, policy.source, statement, acts_on_params))
+
+    source = policy.source
+    decisions: dict[str, Decision | None] = {}
+    requires_grad: dict[str, bool] = {}
+    errors: list[PolicyError] = []
+    for param, statement in zip(tree.params, param_deciders):
+        decisions[param.name] = Decision.of(statement, source) if statement else None
+        requires_grad[param.name] = param.requires_grad if statement is None else statement.verb == "unfreeze"
+        if statement is not None and statement.verb == "unfreeze" and not param.can_require_grad:
+            errors.append(
+                source.error(
+                    PolicyResolveError,
+                    f"cannot unfreeze {param.name}: its dtype {param.dtype} cannot require gradients",
+                    statement.span.offset,
+                    statement.span.end_offset,
+                    code="PF207",
+                    help=f"leave it out: add 'except {quote_name(param.name)}' to the statement",
+                )
+            )
+    pin_decisions = {
+        module.name: Decision.of(statement, source) if statement else None
+        for module, statement in zip(tree.modules, module_deciders)
+    }
+    pinned = {
+        module.name: module.pinned if statement is None else statement.verb == "eval"
+        for module, statement in zip(tree.modules, module_deciders)
+    }
+    return Plan(policy, tree, at, requires_grad, decisions, pinned, pin_decisions, tuple(warnings), tuple(errors))
+
+
+def _selects_nothing(tree: ModelTree, source: Source, statement: Statement, acts_on_params: bool) -> PolicyError:
+    what = "parameters" if acts_on_params else "modules"
+    help_text = _did_you_mean(tree, statement)
+    return source.error(
+        PolicyResolveError,
+        f"'{statement.text}' selects no {what} in this model",
+        statement.span.offset,
+        statement.span.end_offset,
+        code="PF201",
+        help=help_text,
+    )
+
+
+def _did_you_mean(tree: ModelTree, statement: Statement) -> str | None:
+    """Suggest a real name for the first glob or class name that matches nothing."""
+    for atom in statement.atoms():
+        if isinstance(atom, GlobSelector) and not select(tree, atom):
+            close = difflib.get_close_matches(atom.pattern, _names_like(tree, atom.pattern), n=1, cutoff=0.6)
+            if close:
+                return f"'{atom.pattern}' matches nothing; did you mean '{close[0]}'?"
+            return f"'{atom.pattern}' matches nothing in this model"
+        if isinstance(atom, TypeSelector) and not select(tree, atom):
+            classes = sorted({c for m in tree.modules for c in m.classes})
+            close = difflib.get_close_matches(atom.pattern, classes, n=1, cutoff=0.6)
+            if close:
+                return f"no module is a {atom.pattern}; did you mean '{close[0]}'?"
+            return f"no module is a {atom.pattern}"
+    return None
+
+
+_SUGGESTION_POOL = 5000
+
+
+def _names_like(tree: ModelTree, pattern: str) -> list[str]:
+    # Names as deep as the pattern: a bounded pool keeps difflib fast on huge models.
+    depth = pattern.count(".")
+    pool = dict.fromkeys(name for name in tree.names if name and name.count(".") == depth)
+    return list(pool)[:_SUGGESTION_POOL]

@@ -1,0 +1,95 @@
+"""Policy source text: decoding, line lookup and positioned errors."""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import Location, PolicyError, PolicySyntaxError, PolicyUsageError
+
+BOM = "\ufeff"
+
+
+@dataclass(frozen=True)
+class Source:
+    """The text of one policy and the name errors call it by.
+
+    The text is normalised on construction: a leading BOM is dropped and CRLF
+    becomes LF, so offsets, lines and columns all refer to the same string.
+    """
+
+    name: str
+    text: str
+    _line_starts: tuple[int, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        text = self.text.removeprefix(BOM).replace("\r\n", "\n")
+        object.__setattr__(self, "text", text)
+        starts = [0]
+        starts.extend(i + 1 for i, ch in enumerate(text) if ch == "\n")
+        object.__setattr__(self, "_line_starts", tuple(starts))
+
+    @classmethod
+    def from_bytes(cls, data: bytes, name: str) -> Source:
+        try:
+            return cls(name, data.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise PolicySyntaxError(
+                f"not valid UTF-8: byte 0x{data[exc.start]:02x} at byte offset {exc.start}",
+                location=Location(name, 1, 1),
+                help="policy files are UTF-8 text; re-save the file as UTF-8",
+            ) from None
+
+    @classmethod
+    def from_path(cls, path: str | Path) -> Source:
+        path = Path(path)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise PolicyUsageError(f"{path}: no such file") from None
+        except IsADirectoryError:
+            raise PolicyUsageError(f"{path}: is a directory, not a policy file") from None
+        except PermissionError:
+            raise PolicyUsageError(f"{path}: permission denied") from None
+        except OSError as exc:
+            raise PolicyUsageError(f"{path}: cannot read: {exc.strerror}") from None
+        return cls.from_bytes(data, str(path))
+
+    def line_col(self, offset: int) -> tuple[int, int]:
+        """1-based line and column of a character offset."""
+        offset = max(0, min(offset, len(self.text)))
+        index = bisect.bisect_right(self._line_starts, offset) - 1
+        return index + 1, offset - self._line_starts[index] + 1
+
+    def line_text(self, line: int) -> str:
+        start = self._line_starts[line - 1]
+        end = self.text.find("\n", start)
+        return self.text[start:] if end < 0 else self.text[start:end]
+
+    def location(self, offset: int, end_offset: int | None = None) -> Location:
+        line, column = self.line_col(offset)
+        end_column = None
+        if end_offset is not None:
+            end_line, end_col = self.line_col(end_offset)
+            end_column = end_col if end_line == line else len(self.line_text(line)) + 1
+        return Location(self.name, line, column, self.line_text(line), end_column)
+
+    def end_location(self) -> Location:
+        """Where a premature end of input is reported: the last non-blank character."""
+        stripped = self.text.rstrip()
+        if not stripped:
+            return self.location(0)
+        return self.location(len(stripped) - 1, len(stripped))
+
+    def error(
+        self,
+        kind: type[PolicyError],
+        message: str,
+        offset: int,
+        end_offset: int | None = None,
+        *,
+        help: str | None = None,
+        code: str | None = None,
+    ) -> PolicyError:
+        return kind(message, location=self.location(offset, end_offset), help=help, code=code)
