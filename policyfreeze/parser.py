@@ -62,7 +62,7 @@ _EXPECTED_NAMES = {
     "NUMBER": "a number",
     "OPTION_KEY": "an option name (lr, lr_scale, weight_decay)",
     "UNIT": "'epoch' or 'step'",
-    "NEWLINE": "a new line",
+    "_NL": "a new line",
     "SEMICOLON": "';'",
     "LPAR": "'('",
     "RPAR": "')'",
@@ -134,7 +134,7 @@ def split_comments(text: str) -> tuple[str, list[tuple[int, str]]]:
 class _Postlexer(lark.lark.PostLex):
     """Drops newlines inside brackets (a selector may span lines) and bounds nesting."""
 
-    always_accept = ("NEWLINE",)
+    always_accept = ("_NL",)
     _OPEN = ("LPAR", "LSQB")
     _CLOSE = ("RPAR", "RSQB")
 
@@ -147,7 +147,7 @@ class _Postlexer(lark.lark.PostLex):
                     raise _TooDeep(token)
             elif token.type in self._CLOSE:
                 depth = max(0, depth - 1)
-            elif token.type == "NEWLINE" and depth:
+            elif token.type == "_NL" and depth:
                 continue
             yield token
 
@@ -224,10 +224,10 @@ def _word_at(text: str, offset: int) -> str:
 
 
 def _describe_expected(expected: set[str]) -> str:
-    # NEWLINE is always acceptable to the postlexer; only a separator means "end here".
-    separators = {"_SEP", "SEMICOLON", "NEWLINE"}
+    # A newline is always acceptable to the postlexer; only ';' means "a statement may end here".
+    separators = {"SEMICOLON", "_NL"}
     names = sorted({_EXPECTED_NAMES.get(name, name) for name in expected - separators})
-    if expected & {"_SEP", "SEMICOLON"}:
+    if "SEMICOLON" in expected:
         names.append("';' or a new line")
     if len(names) == 1:
         return names[0]
@@ -255,11 +255,11 @@ def _syntax_error(source: Source, text: str, exc: lark.exceptions.UnexpectedInpu
         expected = set(exc.expected)
         token = exc.token
         word = str(token) if _WORD.fullmatch(str(token)) else ""
-        shown = "a new line" if token.type == "NEWLINE" else str(token)
+        shown = "a new line" if token.type == "_NL" else str(token)
         end = token.end_pos if token.end_pos is not None else offset + 1
 
     help_text = None
-    opener = text[offset]
+    opener = text[offset : offset + 1]
     if opener == "/" and "REGEX" in expected:
         return source.error(
             PolicySyntaxError,
@@ -286,7 +286,7 @@ def _syntax_error(source: Source, text: str, exc: lark.exceptions.UnexpectedInpu
             help_text = _suggest(word, OPTION_KEYS) or f"options are {', '.join(OPTION_KEYS)}"
         else:
             message = f"unexpected '{word}', expected {_describe_expected(expected)}"
-            if word in _KEYWORDS_OF["VERB"] and expected & {"_SEP", "SEMICOLON"}:
+            if word in _KEYWORDS_OF["VERB"] and "SEMICOLON" in expected:
                 help_text = "end the previous statement with ';' or a new line"
             elif word not in KEYWORDS:
                 help_text = _suggest(word, keywords)
