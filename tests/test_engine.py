@@ -1,0 +1,251 @@
+"""The engine end to end: classic recipes, gradients, all-or-nothing, wrappers, the API."""
+
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from models import intparam
+from torch import nn
+
+import policyfreeze
+from policyfreeze import PolicyError, applier
+
+POLICIES = Path(__file__).parent.parent / "policies"
+
+
+def resnet18():
+    return torchvision.models.resnet18(weights=None)
+
+
+def flags(model):
+    return {name: p.requires_grad for name, p in model.named_parameters()}
+
+
+# The three classic hand-written recipes and the policies that replace them.
+
+
+def loop_linear_probe(model):
+    for p in model.parameters():
+        p.requires_grad = False
+    model.fc = nn.Linear(model.fc.in_features, 1000)
+
+
+def loop_layer1_layer2(model):
+    for name, p in model.named_parameters():
+        if "layer1" in name or "layer2" in name:
+            p.requires_grad = False
+
+
+def loop_first_two_children(model):
+    for child in list(model.children())[:2]:
+        for p in child.parameters():
+            p.requires_grad = False
+
+
+def loop_bitfit(model):
+    for name, p in model.named_parameters():
+        p.requires_grad = name.endswith(".bias")
+
+
+def loop_stem_and_two_stages(model):
+    for module in (model.conv1, model.bn1, model.layer1, model.layer2):
+        for p in module.parameters():
+            p.requires_grad = False
+
+
+@pytest.mark.parametrize(
+    ("loop", "policy_file"),
+    [
+        (loop_linear_probe, "resnet18-linear-probe.freeze"),
+        (loop_layer1_layer2, "freeze-layer1-layer2.freeze"),
+        (loop_first_two_children, "freeze-first-two-children.freeze"),
+        (loop_bitfit, "bitfit.freeze"),
+        (loop_stem_and_two_stages, "resnet-freeze-stem-and-stages-1-2.freeze"),
+    ],
+)
+def test_policy_file_equals_the_hand_written_loop(loop, policy_file):
+    by_loop = resnet18()
+    loop(by_loop)
+    by_policy = resnet18()
+    policyfreeze.apply(by_policy, POLICIES / policy_file)
+    assert flags(by_policy) == flags(by_loop)
+
+
+def test_equivalent_one_line_policies():
+    for text, loop in [
+        ("freeze all; unfreeze fc", loop_linear_probe),
+        ("freeze match /layer[12]/", loop_layer1_layer2),
+        ("freeze children[0:2]", loop_first_two_children),
+    ]:
+        by_loop, by_policy = resnet18(), resnet18()
+        loop(by_loop)
+        policyfreeze.apply(by_policy, text)
+        assert flags(by_policy) == flags(by_loop), text
+
+
+def test_every_shipped_policy_parses():
+    files = sorted(POLICIES.glob("*.freeze"))
+    assert files
+    for path in files:
+        policyfreeze.load(path)
+
+
+def test_gradients_really_stop():
+    model = resnet18()
+    policyfreeze.apply(model, POLICIES / "resnet18-linear-probe.freeze")
+    model(torch.randn(2, 3, 64, 64)).sum().backward()
+    for name, p in model.named_parameters():
+        if name.startswith("fc."):
+            assert p.grad is not None, name
+        else:
+            assert p.grad is None, name
+
+
+def test_resolve_is_pure_and_apply_matches_the_plan():
+    model = resnet18()
+    before = flags(model)
+    plan = policyfreeze.resolve(model, "freeze all; unfreeze layer4")
+    assert flags(model) == before
+    report = policyfreeze.apply(model, "freeze all; unfreeze layer4")
+    assert flags(model) == plan.requires_grad == report.requires_grad
+
+
+def test_failed_apply_changes_nothing():
+    model = intparam()
+    model.linear.weight.requires_grad_(False)
+    before = flags(model)
+    with pytest.raises(PolicyError) as info:
+        policyfreeze.apply(model, "unfreeze all")
+    assert info.value.code == "PF207"
+    assert flags(model) == before
+
+
+@pytest.mark.parametrize("fail_at", [1, 2, 30, 60])
+def test_a_fault_part_way_through_apply_is_rolled_back(monkeypatch, fail_at):
+    model = resnet18()
+    before = flags(model)
+    calls = []
+
+    def flaky(tensor, flag):
+        calls.append(tensor)
+        if len(calls) == fail_at:
+            raise RuntimeError("injected")
+        tensor.requires_grad_(flag)
+
+    monkeypatch.setattr(applier, "set_requires_grad", flaky)
+    with pytest.raises(PolicyError, match="undone"):
+        policyfreeze.apply(model, "freeze all; unfreeze fc")
+    assert len(calls) == fail_at
+    assert flags(model) == before
+
+
+class _Holder(nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.module = inner
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        pytest.param(lambda m: torch.compile(m), id="torch.compile"),
+        pytest.param(lambda m: nn.DataParallel(m), id="DataParallel"),
+        pytest.param(lambda m: torch.compile(nn.DataParallel(m)), id="compile(DataParallel)"),
+    ],
+)
+def test_wrapped_models_give_the_same_plan(wrap):
+    policy = "freeze children[0:2]; unfreeze *.fc.*; freeze match /layer[12]/; freeze layer4.children[-1]"
+    bare = policyfreeze.resolve(resnet18(), policy)
+    model = resnet18()
+    wrapped = wrap(model)
+    plan = policyfreeze.resolve(wrapped, policy)
+    assert plan.requires_grad == bare.requires_grad
+    assert plan.decisions == bare.decisions
+    policyfreeze.apply(wrapped, policy)
+    assert flags(model) == bare.requires_grad
+
+
+def test_a_user_module_called_module_is_not_a_wrapper():
+    plan = policyfreeze.resolve(_Holder(nn.Linear(2, 2)), "freeze module.weight")
+    assert plan.requires_grad == {"module.weight": False, "module.bias": True}
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_apply_refuses_a_model_already_wrapped_in_ddp():
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
+    try:
+        model = nn.Linear(2, 2)
+        ddp = nn.parallel.DistributedDataParallel(model)
+        with pytest.raises(PolicyError, match="apply the policy to the bare model, then wrap"):
+            policyfreeze.apply(ddp, "freeze all")
+        assert flags(model) == {"weight": True, "bias": True}
+        # resolving is still allowed: it changes nothing
+        assert policyfreeze.resolve(ddp, "freeze all").requires_grad == {"weight": False, "bias": False}
+    finally:
+        dist.destroy_process_group()
+
+
+def test_policy_can_be_a_policy_text_or_path():
+    text = (POLICIES / "bitfit.freeze").read_text()
+    from_path = policyfreeze.resolve(resnet18(), POLICIES / "bitfit.freeze").requires_grad
+    assert policyfreeze.resolve(resnet18(), text).requires_grad == from_path
+    assert policyfreeze.resolve(resnet18(), policyfreeze.parse(text)).requires_grad == from_path
+    assert policyfreeze.resolve(resnet18(), policyfreeze.load(POLICIES / "bitfit.freeze")).requires_grad == from_path
+
+
+def test_a_string_naming_a_file_gets_a_hint():
+    path = str(POLICIES / "bitfit.freeze")
+    with pytest.raises(PolicyError) as info:
+        policyfreeze.resolve(resnet18(), path)
+    assert "pathlib.Path" in info.value.help
+    assert "pathlib.Path" in str(info.value)
+
+
+def test_not_a_policy():
+    with pytest.raises(PolicyError, match="not int"):
+        policyfreeze.resolve(resnet18(), 3)
+
+
+def test_missing_file_is_a_policy_error(tmp_path):
+    with pytest.raises(PolicyError, match="no such file"):
+        policyfreeze.load(tmp_path / "missing.freeze")
+
+
+def test_not_utf8_names_the_byte_offset(tmp_path):
+    path = tmp_path / "latin1.freeze"
+    path.write_bytes("freeze caf\xe9\n".encode("latin-1"))
+    with pytest.raises(PolicyError, match="byte offset 10"):
+        policyfreeze.load(path)
+
+
+def test_selects_nothing_warns_on_apply():
+    with pytest.warns(policyfreeze.PolicyWarning, match="did you mean 'layer1'"):
+        policyfreeze.apply(resnet18(), "freeze layr1")
+
+
+def test_schedule_stage_must_match_the_unit():
+    policy = "freeze all\nat epoch 2 { unfreeze fc }"
+    assert policyfreeze.resolve(resnet18(), policy, epoch=2).requires_grad["fc.weight"] is True
+    with pytest.raises(PolicyError, match="pass epoch="):
+        policyfreeze.resolve(resnet18(), policy, step=2)
+    with pytest.raises(PolicyError, match="not both"):
+        policyfreeze.resolve(resnet18(), policy, epoch=1, step=1)
+    with pytest.raises(PolicyError, match="0 or more"):
+        policyfreeze.resolve(resnet18(), policy, epoch=-1)
+
+
+def test_decision_carries_provenance():
+    plan = policyfreeze.resolve(resnet18(), POLICIES / "resnet18-linear-probe.freeze")
+    decision = plan.decisions["fc.weight"]
+    assert (decision.verb, decision.line, decision.column, decision.text) == ("unfreeze", 10, 1, "unfreeze fc")
+    assert decision.source.endswith("resnet18-linear-probe.freeze")
+    assert str(decision).endswith("resnet18-linear-probe.freeze:10 unfreeze fc")
