@@ -1,0 +1,69 @@
+"""Golden files for what people read: error messages and the diff report.
+
+Regenerate after an intended change with: UPDATE_GOLDEN=1 python -m pytest tests/test_golden.py
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+import torchvision
+
+import policyfreeze
+from policyfreeze import PolicyError
+
+GOLDEN = Path(__file__).parent / "golden"
+POLICIES = Path(__file__).parent.parent / "policies"
+
+BAD_POLICIES = {
+    "misspelt-verb": "freeze all\nunfrezee fc\n",
+    "missing-separator": "freeze layer1 freeze layer2\n",
+    "unclosed-paren": "freeze (layer1,\n        layer2\n",
+    "unclosed-brace": "at epoch 3 {\n  unfreeze layer4\n",
+    "unterminated-regex": "freeze match /layer[12]\n",
+    "invalid-regex": "freeze match /layer(1|2/\n",
+    "backreference": "freeze match /(layer)\\1/\n",
+    "zero-step": "freeze children[0:4:0]\n",
+    "bad-options": "unfreeze layer4 with lr=-1, lr_scale=0.1, momentum=0.9\n",
+    "options-on-freeze": "freeze layer4 with lr=1e-4\n",
+    "mixed-units": "freeze all\nat epoch 1 { unfreeze fc }\nat step 100 { unfreeze layer4 }\n",
+    "keyword-as-name": "freeze layer1, type\n",
+    "keyword-bare": "unfreeze epoch\n",
+    "unterminated-quote": 'freeze "my-block\n',
+    "type-with-module": "freeze type(nn.BatchNorm2d)\n",
+    "not-utf8": b"freeze caf\xe9\n",
+}
+
+
+def check_golden(name: str, actual: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.write_text(actual, encoding="utf-8")
+    assert actual == path.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("name", sorted(BAD_POLICIES))
+def test_error_messages(name, tmp_path):
+    text = BAD_POLICIES[name]
+    path = tmp_path / f"{name}.freeze"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(PolicyError) as info:
+        policyfreeze.load(path)
+    check_golden(f"errors/{name}.txt", str(info.value).replace(str(tmp_path) + os.sep, "") + "\n")
+
+
+def test_diff_report_text():
+    model = torchvision.models.resnet18(weights=None)
+    model.layer4.requires_grad_(False)
+    report = policyfreeze.apply(model, policyfreeze.parse("freeze all\nunfreeze layer4, fc\n", "probe.freeze"))
+    check_golden("report-resnet18.txt", str(report) + "\n")
+
+
+def test_diff_report_json_is_deterministic():
+    def report():
+        model = torchvision.models.resnet18(weights=None)
+        return policyfreeze.apply(model, policyfreeze.parse("freeze all\nunfreeze *.bias\n", "bitfit.freeze")).to_json()
+
+    first = report()
+    assert first == report()
+    check_golden("report-resnet18-bitfit.json", first + "\n")
