@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import bisect
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 # Wrapper class name → the attribute holding the wrapped module.
@@ -52,12 +52,18 @@ class ParamInfo:
 
 @dataclass(frozen=True)
 class ModuleInfo:
-    """One module object, under its first name; ``classes`` is its MRO below nn.Module."""
+    """One module object, under its first name; ``classes`` is its MRO below nn.Module.
+
+    ``running_stats``: the module updates running statistics in train mode
+    (BatchNorm, or InstanceNorm with ``track_running_stats``), so freezing its
+    parameters does not freeze it.
+    """
 
     name: str
     classes: tuple[str, ...]
     aliases: tuple[str, ...] = ()
     pinned: bool = False
+    running_stats: bool = False
 
 
 @dataclass
@@ -109,7 +115,9 @@ class ModelTree:
                 module_ids[key] = len(tree.modules)
                 module_aliases[module_ids[key]] = []
                 objects.append(module)
-                tree.modules.append(ModuleInfo(name, _class_names(module, torch.nn.Module)))
+                tree.modules.append(
+                    ModuleInfo(name, _class_names(module, torch.nn.Module), running_stats=_tracks_running_stats(module))
+                )
             else:
                 module_aliases[module_ids[key]].append(name)
             tree.ids[node] = module_ids[key]
@@ -150,7 +158,7 @@ class ModelTree:
             for i, p in enumerate(tree.params)
         ]
         tree.modules = [
-            ModuleInfo(m.name, m.classes, tuple(module_aliases[i]), m.pinned) for i, m in enumerate(tree.modules)
+            replace(m, aliases=tuple(module_aliases[i])) for i, m in enumerate(tree.modules)
         ]
         tree.finish()
         return tree, tensors, objects
@@ -212,6 +220,11 @@ def unwrap(module: Any) -> Any:
 
 def _mro_names(module: Any) -> list[str]:
     return [cls.__name__ for cls in type(module).__mro__]
+
+
+def _tracks_running_stats(module: Any) -> bool:
+    # What _NormBase.forward checks before it updates running_mean/running_var.
+    return getattr(module, "track_running_stats", False) is True and module._buffers.get("running_mean") is not None
 
 
 def _class_names(module: Any, base: type) -> tuple[str, ...]:
