@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import itertools
 import re
+from collections.abc import Iterator
 
 import re2
 
@@ -172,46 +174,99 @@ def glob_regex(pattern: str) -> re.Pattern:
 
     A segment that is exactly ``*`` or ``**`` spans zero or more whole segments;
     any other segment is an fnmatch pattern confined to one segment.
+
+    Matching takes polynomial time whatever the glob: a run of fixed pieces
+    between two wildcards is matched at its leftmost place and never
+    revisited (an atomic group, as ``fnmatch.translate`` does), so ``re``
+    cannot backtrack through every way to split a name among the wildcards.
     """
-    parts: list[str] = []
+    groups = itertools.count()
+    items: list[str | None] = []  # None: a wildcard segment; str: one segment's regex
     for segment in pattern.split("."):
-        if segment in ("*", "**"):
-            if parts and parts[-1] == _ANY_SEGMENTS:
-                continue  # consecutive wildcard segments mean the same, and would backtrack
-            parts.append(_ANY_SEGMENTS)
+        if segment not in ("*", "**"):
+            items.append(r"\." + _segment_regex(segment, groups))
+        elif not items or items[-1] is not None:
+            items.append(None)  # consecutive wildcard segments mean the same
+    parts: list[str] = []
+    i = 0
+    while i < len(items):
+        if items[i] is not None:
+            parts.append(items[i])
+            i += 1
+            continue
+        run_end = i + 1
+        while run_end < len(items) and items[run_end] is not None:
+            run_end += 1
+        run = "".join(items[i + 1 : run_end])
+        if run and run_end < len(items):
+            # A run between two wildcards: its leftmost place is as good as any.
+            parts.append(_atomic(_ANY_SEGMENTS_LAZY + run + _SEGMENT_END, groups))
         else:
-            parts.append(r"\." + _segment_regex(segment))
+            parts.append(_ANY_SEGMENTS + run)
+        i = run_end
     return re.compile("".join(parts), re.DOTALL)
 
 
 _ANY_SEGMENTS = r"(?:\.[^.]*)*"
+_ANY_SEGMENTS_LAZY = r"(?:\.[^.]*)*?"
+_SEGMENT_END = r"(?![^.])"
 
 
-def _segment_regex(segment: str) -> str:
-    out: list[str] = []
+def _atomic(regex: str, groups: Iterator[int]) -> str:
+    # An atomic group that also works before Python 3.11: a lookahead never backtracks.
+    name = f"g{next(groups)}"
+    return f"(?=(?P<{name}>{regex}))(?P={name})"
+
+
+def _segment_regex(segment: str, groups: Iterator[int]) -> str:
+    """One segment's fnmatch pattern: ``*`` and ``?`` never match '.'."""
+    pieces: list[str] = [""]  # the fixed-width pieces between the stars
     i, n = 0, len(segment)
     while i < n:
         ch = segment[i]
-        if ch == "*":
-            if not out or out[-1] != "[^.]*":
-                out.append("[^.]*")
-        elif ch == "?":
-            out.append("[^.]")
-        elif ch == "[":
-            close = segment.find("]", i + 2 if segment[i + 1 : i + 2] in ("!", "]") else i + 1)
-            if close < 0:
-                out.append(r"\[")
-            else:
-                body = segment[i + 1 : close]
-                negate = body.startswith("!")
-                body = body[1:] if negate else body
-                body = body.replace("\\", r"\\").replace("^", r"\^").replace("[", r"\[")
-                out.append(f"[^.{body}]" if negate else f"[{body}]")
-                i = close
-        else:
-            out.append(re.escape(ch))
         i += 1
-    return "".join(out)
+        if ch == "*":
+            if pieces[-1] or len(pieces) == 1:
+                pieces.append("")
+        elif ch == "?":
+            pieces[-1] += "[^.]"
+        elif ch == "[":
+            # Where fnmatch ends a class: ']' right after '[' or '[!' is a member.
+            j = i + (segment[i : i + 1] == "!")
+            j += segment[j : j + 1] == "]"
+            close = segment.find("]", j)
+            if close < 0:
+                pieces[-1] += r"\["
+            else:
+                pieces[-1] += _class_regex(segment[i:close])
+                i = close + 1
+        else:
+            pieces[-1] += re.escape(ch)
+    if len(pieces) == 1:
+        return pieces[0]
+    first, *middle, last = pieces
+    # Each middle piece at its leftmost place: correct because pieces are fixed-width.
+    return first + "".join(_atomic(f"[^.]*?{piece}", groups) for piece in middle if piece) + f"[^.]*{last}"
+
+
+def _class_regex(body: str) -> str:
+    """An fnmatch ``[...]`` class as a regex that never matches '.' (empty ranges dropped, as fnmatch does)."""
+    negate = body.startswith("!")
+    body = body[1:] if negate else body
+    members: list[str] = []
+    i = 0
+    while i < len(body):
+        if i + 2 < len(body) and body[i + 1] == "-":
+            low, high = body[i], body[i + 2]
+            if low <= high:
+                members.append(f"{re.escape(low)}-{re.escape(high)}")
+            i += 3
+        else:
+            members.append(re.escape(body[i]))
+            i += 1
+    if not members:
+        return "[^.]" if negate else "(?!)"
+    return ("[^." if negate else "[") + "".join(members) + "]"
 
 
 @functools.lru_cache(maxsize=1024)

@@ -1,0 +1,86 @@
+"""Globs: exactly fnmatch per segment, whole-segment wildcards, and no catastrophic backtracking."""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import subprocess
+import sys
+import textwrap
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from policyfreeze.selection import glob_regex
+
+
+def reference_match(pattern: str, name: str) -> bool:
+    """Spec §3 read literally: '*'/'**' segments span whole segments, others are fnmatch."""
+    wanted = pattern.split(".")
+    segments = name.split(".") if name else []
+
+    @functools.cache
+    def match(p: int, n: int) -> bool:
+        if p == len(wanted):
+            return n == len(segments)
+        if wanted[p] in ("*", "**"):
+            return match(p + 1, n) or (n < len(segments) and match(p, n + 1))
+        return n < len(segments) and fnmatch.fnmatchcase(segments[n], wanted[p]) and match(p + 1, n + 1)
+
+    return match(0, 0)
+
+
+def glob_matches(pattern: str, name: str) -> bool:
+    # ModelTree.dotted_names: the root is "", every other name gets a leading dot.
+    return glob_regex(pattern).fullmatch("." + name if name else "") is not None
+
+
+segment_chars = st.sampled_from("ab-!^]\\\n")
+name_segments = st.text(segment_chars, min_size=1, max_size=6)
+names = st.lists(name_segments, max_size=5).map(".".join)
+pattern_segments = st.one_of(
+    st.sampled_from(["*", "**"]),
+    st.text(st.sampled_from("ab*?[]!-^\\"), min_size=1, max_size=8),
+)
+patterns = st.lists(pattern_segments, min_size=1, max_size=5).map(".".join)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(patterns, names)
+def test_glob_equals_the_reference_matcher(pattern, name):
+    assert glob_matches(pattern, name) == reference_match(pattern, name)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(st.sampled_from("ab*?[]!-^\\"), min_size=1, max_size=10), name_segments)
+def test_a_segment_matches_as_fnmatch_does(pattern, segment):
+    assert glob_matches(pattern, segment) == fnmatch.fnmatchcase(segment, pattern)
+
+
+CASES = [
+    # (glob, name): each is the classic worst case for a backtracking matcher.
+    ("*a*a*a*a*a*a*a*a*b", "a" * 10_000),
+    ("*" + "a*" * 200 + "b", "a" * 10_000),
+    ("*.a.*.a.*.a.*.a.*.a.*.b", ".".join("a" * 10_000)),
+    (".".join(["*", "a*a*a*"] * 20) + ".b", ".".join(["aaaaaaaaaa"] * 2_000)),
+    ("*.*a*a*a*a*c.*", ".".join(["a" * 50] * 400)),
+]
+
+
+def test_adversarial_globs_finish_quickly():
+    """Names of 10,000 characters or segments; a backtracking matcher would run for ages.
+
+    The work runs in a subprocess whose timeout is far above the expected
+    milliseconds: a regression shows up as a timeout, never as a flaky timing.
+    """
+    code = textwrap.dedent(
+        f"""
+        from policyfreeze.selection import glob_regex
+        for pattern, name in {CASES!r}:
+            assert glob_regex(pattern).fullmatch("." + name) is None
+        print("done")
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "done"
