@@ -216,6 +216,11 @@ def parse_with_comments(source: Source) -> tuple[Policy, list[Comment]]:
 # --- syntax errors ---------------------------------------------------------
 
 
+def _line_end(text: str, offset: int) -> int:
+    end = text.find("\n", offset)
+    return len(text) if end < 0 else end
+
+
 def _word_at(text: str, offset: int) -> str:
     end = offset
     while end < len(text) and (text[end].isalnum() or text[end] in "_"):
@@ -265,7 +270,7 @@ def _syntax_error(source: Source, text: str, exc: lark.exceptions.UnexpectedInpu
             PolicySyntaxError,
             "the regex is never closed",
             offset,
-            text.find("\n", offset) % (len(text) + 1),
+            _line_end(text, offset),
             help="end it with '/' on the same line; write '\\/' for a slash inside it",
         )
     if opener == '"' and "QUOTED_GLOB" in expected:
@@ -293,8 +298,8 @@ def _syntax_error(source: Source, text: str, exc: lark.exceptions.UnexpectedInpu
     else:
         quoted = shown if shown == "a new line" else f"'{shown}'" if shown.isprintable() else repr(shown)
         message = f"unexpected {quoted}, expected {_describe_expected(expected)}"
-    previous = text[:offset].split()[-1:] if text[:offset].split() else []
-    if previous and previous[0] in ("type", "match", "children", "all") and help_text is None:
+    previous = text[:offset].rsplit(None, 1)[-1:]
+    if previous and previous[0] in ("type", "match", "all") and help_text is None:
         help_text = f"'{previous[0]}' is a keyword; to name a module called {previous[0]}, quote it: \"{previous[0]}\""
     if help_text is None and opener == "/":
         help_text = "a regular expression is written match /REGEX/"
