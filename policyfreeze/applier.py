@@ -6,6 +6,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from . import pins
 from .errors import PolicyError, PolicyResolveError, PolicyUsageError, PolicyWarning
 from .report import Report
 from .resolver import Plan, coerce_policy, resolve
@@ -14,15 +15,14 @@ from .tree import WRAPPERS
 
 
 def apply(model: Any, policy: Policy | str | Path, *, epoch: int | None = None, step: int | None = None) -> Report:
-    """Resolve ``policy`` on ``model`` and set every ``requires_grad`` it decides.
+    """Resolve ``policy`` on ``model`` and set every ``requires_grad`` and eval pin it decides.
 
-    All-or-nothing: on any error every flag is left as it was. Findings that do
+    All-or-nothing: on any error every flag and pin is left as it was. Findings that do
     not stop the policy (a statement that selects nothing) are issued as
     ``PolicyWarning``. Returns the diff ``Report``.
     """
     refuse_distributed(model)
     policy = coerce_policy(policy)
-    refuse_unsupported(policy)
     plan = resolve(model, policy, epoch=epoch, step=step)
     for finding in plan.warnings:
         warnings.warn(PolicyWarning(str(finding)), stacklevel=2)
@@ -47,39 +47,26 @@ def refuse_distributed(model: Any) -> None:
         module = inner
 
 
-def refuse_unsupported(policy: Policy) -> None:
-    """Options, eval/train pins and schedules parse now; their effects come later."""
-    for statement in policy.all_statements():
-        feature = None
-        if statement.verb in ("eval", "train"):
-            feature = f"'{statement.verb}' (module mode pins)"
-        elif statement.options is not None:
-            feature = "'with' options"
-        elif statement.stage is not None:
-            feature = f"'at {policy.unit}' schedules"
-        if feature:
-            raise policy.source.error(
-                PolicyResolveError,
-                f"{feature} are not supported by apply() yet",
-                statement.span.offset,
-                statement.span.end_offset,
-                help="resolve() already accepts them; apply() will in a later release",
-            )
-
-
 def commit(plan: Plan) -> None:
-    """Set the planned flags; on any failure restore every flag and re-raise."""
-    tensors = plan._tensors
-    previous = [tensor.requires_grad for tensor in tensors]
+    """Set the planned flags and eval pins; on any failure restore every one and re-raise."""
+    tensors, modules = plan._tensors, plan._modules
+    previous_flags = [tensor.requires_grad for tensor in tensors]
+    previous_modes = [pins.snapshot(module) for module in modules]
     try:
         for tensor, info in zip(tensors, plan.tree.params):
             wanted = plan.requires_grad[info.name]
             if tensor.requires_grad != wanted:
                 set_requires_grad(tensor, wanted)
+        for module, info in zip(modules, plan.tree.modules):
+            wanted = plan.pinned[info.name]
+            if pins.is_pinned(module) != wanted:
+                set_pinned(module, wanted)
     except BaseException as exc:
-        for tensor, flag in zip(tensors, previous):
+        for tensor, flag in zip(tensors, previous_flags):
             if tensor.requires_grad != flag:
                 tensor.requires_grad_(flag)
+        for module, mode in zip(modules, previous_modes):
+            pins.restore(module, mode)
         if isinstance(exc, PolicyError) or not isinstance(exc, Exception):
             raise
         raise PolicyResolveError(f"applying the policy failed and every change was undone: {exc}") from exc
@@ -88,3 +75,11 @@ def commit(plan: Plan) -> None:
 def set_requires_grad(tensor: Any, flag: bool) -> None:
     """The one place a flag changes (tests inject faults here)."""
     tensor.requires_grad_(flag)
+
+
+def set_pinned(module: Any, flag: bool) -> None:
+    """The one place an eval pin changes (tests inject faults here)."""
+    if flag:
+        pins.pin(module)
+    else:
+        pins.unpin(module)

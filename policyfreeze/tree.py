@@ -17,6 +17,8 @@ import functools
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .pins import is_pinned
+
 # Wrapper class name → the attribute holding the wrapped module.
 WRAPPERS = {
     "DistributedDataParallel": "module",
@@ -116,7 +118,12 @@ class ModelTree:
                 module_aliases[module_ids[key]] = []
                 objects.append(module)
                 tree.modules.append(
-                    ModuleInfo(name, _class_names(module, torch.nn.Module), running_stats=_tracks_running_stats(module))
+                    ModuleInfo(
+                        name,
+                        _class_names(module, torch.nn.Module),
+                        pinned=is_pinned(module),  # resolution starts from the pins an earlier apply left
+                        running_stats=_tracks_running_stats(module),
+                    )
                 )
             else:
                 module_aliases[module_ids[key]].append(name)
