@@ -1,0 +1,243 @@
+"""The model-aware checks (PF2xx): each reads one resolved stage and yields hits.
+
+Each check is registered with its code; ``codes.RULES`` holds its severity and
+documentation. Checks of statement properties that do not depend on the stage
+(PF201–PF203) look only at the first stage their statement is in force in, so
+a scheduled policy reports them once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from ..rules import AllSelector, Statement, quote_name
+from .analysis import Stage, acts_on_params
+
+MAX_NAMES_SHOWN = 3
+MAX_TEXT = 60
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One finding of a check, anchored at the statement it is about."""
+
+    code: str
+    statement: Statement
+    message: str
+    help: str | None = None
+
+
+Check = Callable[[Stage], Iterator[Hit]]
+CHECKS: dict[str, Check] = {}
+
+
+def check(code: str) -> Callable[[Check], Check]:
+    def register(function: Check) -> Check:
+        CHECKS[code] = function
+        return function
+
+    return register
+
+
+def quoted(statement: Statement) -> str:
+    text = statement.text
+    return f"'{text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 1] + '…'}'"
+
+
+def cited(statement: Statement) -> str:
+    return f"{quoted(statement)} (line {statement.span.line})"
+
+
+def names_list(names: list[str]) -> str:
+    shown = ", ".join(names[:MAX_NAMES_SHOWN])
+    return shown + (f", … ({len(names) - MAX_NAMES_SHOWN} more)" if len(names) > MAX_NAMES_SHOWN else "")
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def _things(statement: Statement) -> str:
+    return "parameter" if acts_on_params(statement) else "module"
+
+
+@check("PF201")
+def selects_nothing(stage: Stage) -> Iterator[Hit]:
+    """The resolver's own PF201 warnings, reported once per statement."""
+    for warning in stage.plan.warnings:
+        statement = stage.analysis.statement_at(warning.line, warning.column)
+        if stage.is_first_for(statement):
+            yield Hit("PF201", statement, warning.message, warning.help)
+
+
+@check("PF202")
+def dead_statement(stage: Stage) -> Iterator[Hit]:
+    """A statement whose every parameter (module) is decided again by a later statement.
+
+    Judged in the first stage the statement is in force in: a later stage that
+    re-decides what it reached is the schedule working, not a dead statement.
+    """
+    for statement in stage.statements:
+        if not stage.is_first_for(statement):
+            continue
+        reached = stage.analysis.reached(statement)
+        deciders = stage.param_deciders if acts_on_params(statement) else stage.module_deciders
+        if not reached or any(deciders[i] is statement for i in reached):
+            continue
+        later = sorted({id(deciders[i]): deciders[i] for i in reached}.values(), key=lambda s: s.span.offset)
+        overriders = ", ".join(cited(s) for s in later[:MAX_NAMES_SHOWN])
+        yield Hit(
+            "PF202",
+            statement,
+            f"{quoted(statement)} is dead: every {_things(statement)} it reaches is decided again later",
+            f"the last statement that reaches a {_things(statement)} decides it; overridden by {overriders}",
+        )
+
+
+@check("PF203")
+def no_op_statement(stage: Stage) -> Iterator[Hit]:
+    """A statement whose every parameter (module) already has the state it sets."""
+    tree = stage.tree
+    param_deciders: list[Statement | None] = [None] * len(tree.params)
+    module_deciders: list[Statement | None] = [None] * len(tree.modules)
+    for statement in stage.statements:
+        reached = stage.analysis.reached(statement)
+        on_params = acts_on_params(statement)
+        deciders = param_deciders if on_params else module_deciders
+        if reached and stage.is_first_for(statement):
+            if on_params:
+                wanted = (statement.verb == "unfreeze", statement.options)
+                current = [_param_state(tree.params[i].requires_grad, deciders[i]) for i in reached]
+            else:
+                wanted = (statement.verb == "eval", None)
+                current = [(tree.modules[i].pinned, None) if deciders[i] is None else (deciders[i].verb == "eval", None) for i in reached]
+            if all(state == wanted for state in current):
+                yield _no_op_hit(statement, len(reached), [deciders[i] for i in reached])
+        for index in reached:
+            deciders[index] = statement
+
+
+def _param_state(initial: bool, decider: Statement | None) -> tuple[bool, object]:
+    # A parameter's state is its flag and, when trainable, the options of the unfreeze that decided it.
+    if decider is None:
+        return initial, None
+    return (True, decider.options) if decider.verb == "unfreeze" else (False, None)
+
+
+def _no_op_hit(statement: Statement, count: int, before: list[Statement | None]) -> Hit:
+    state = {
+        "freeze": "frozen",
+        "unfreeze": "trainable" + (" with these options" if statement.options else ""),
+        "eval": "pinned in eval mode",
+        "train": "unpinned",
+    }[statement.verb]
+    noun = _things(statement) if count == 1 else f"{count} {_things(statement)}s"
+    earlier = sorted({id(s): s for s in before if s is not None}.values(), key=lambda s: s.span.offset)
+    reasons = (["the model as built"] if None in before else []) + [cited(s) for s in earlier[:MAX_NAMES_SHOWN]]
+    return Hit(
+        "PF203",
+        statement,
+        f"{quoted(statement)} changes nothing: the {noun} it reaches {'is' if count == 1 else 'are'} already {state}",
+        f"already so by {' and '.join(reasons)}; remove the statement if nothing else was meant",
+    )
+
+
+@check("PF204")
+def tied_parameter_conflict(stage: Stage) -> Iterator[Hit]:
+    """A tensor with several names whose names are decided differently."""
+    tree = stage.tree
+    statements = [s for s in stage.statements if acts_on_params(s)]
+    for param_id, nodes in stage.analysis.tied_nodes.items():
+        final = stage.param_deciders[param_id]
+        if final is None:
+            continue
+        by_name: dict[str, Statement] = {}
+        for node in nodes:
+            decider = next((s for s in reversed(statements) if stage.analysis.reach(s).contains(node)), None)
+            if decider is not None:
+                by_name[tree.names[node]] = decider
+        winner_name = next(name for name, s in by_name.items() if s is final)
+        state = "trainable" if final.verb == "unfreeze" else "frozen"
+        for name, decider in by_name.items():
+            if decider.verb == final.verb:
+                continue
+            yield Hit(
+                "PF204",
+                decider,
+                f"{quoted(decider)} {decider.verb}s '{name}', but that tensor is tied to '{winner_name}', "
+                f"which the later {cited(final)} {final.verb}s: it ends up {state}",
+                f"'{name}' and '{winner_name}' are one tensor: decide all of its names the same way",
+            )
+
+
+@check("PF205")
+def nothing_trainable(stage: Stage) -> Iterator[Hit]:
+    """Every parameter ends up frozen."""
+    tree = stage.tree
+    if not tree.params or any(stage.plan.requires_grad.values()) or not stage.statements:
+        return
+    freezers = [s for s in stage.param_deciders if s is not None and s.verb == "freeze"]
+    anchor = max(freezers, key=lambda s: s.span.offset) if freezers else stage.statements[-1]
+    head = _last_child_with_params(stage)
+    example = f" (for example 'unfreeze {quote_name(head)}')" if head else ""
+    yield Hit(
+        "PF205",
+        anchor,
+        "the policy leaves no parameter trainable",
+        f"an optimizer needs at least one trainable parameter: unfreeze the part to train{example}",
+    )
+
+
+def _last_child_with_params(stage: Stage) -> str | None:
+    tree = stage.tree
+    for child in reversed(tree.children.get(0, [])):
+        if any(tree.is_param[n] for n in range(child, tree.ends[child])):
+            return tree.names[child]
+    return None
+
+
+@check("PF206")
+def unpinned_frozen_norm(stage: Stage) -> Iterator[Hit]:
+    """Norm layers with running statistics whose parameters a statement froze, not pinned in eval."""
+    tree, plan = stage.tree, stage.plan
+    by_statement: dict[int, tuple[Statement, list[int]]] = {}
+    for module_id, params in stage.analysis.direct_params.items():
+        module = tree.modules[module_id]
+        if not module.running_stats or not params or plan.pinned[module.name]:
+            continue
+        if any(plan.requires_grad[tree.params[p].name] for p in params):
+            continue
+        decider = stage.param_deciders[params[0]]
+        if decider is None or decider.verb != "freeze":
+            continue  # frozen as built: not this policy's doing
+        by_statement.setdefault(id(decider), (decider, []))[1].append(module_id)
+    for statement, module_ids in by_statement.values():
+        modules = [tree.modules[i] for i in module_ids]
+        classes = sorted({m.classes[0] for m in modules})
+        kind = classes[0] if len(classes) == 1 else "normalization"
+        names = [m.name or "(the model)" for m in modules]
+        yield Hit(
+            "PF206",
+            statement,
+            f"{quoted(statement)} freezes {plural(len(modules), kind + ' layer')} ({names_list(names)}) "
+            f"whose running statistics still update in train mode",
+            f"pin them in eval mode too: {_eval_suggestion(statement, classes, modules)}",
+        )
+
+
+def _eval_suggestion(statement: Statement, classes: list[str], modules: list) -> str:
+    shared = [c for c in modules[0].classes if all(c in m.classes for m in modules)]
+    type_selector = f"type({shared[0] if shared else classes[0]})"
+    if isinstance(statement.selector, AllSelector):
+        return f"'eval {type_selector}'"
+    selection = statement.text.split(None, 1)[1]
+    return f"'eval ({selection}) & {type_selector}'"
+
+
+@check("PF207")
+def unfreeze_non_float(stage: Stage) -> Iterator[Hit]:
+    """The resolver's own PF207 errors."""
+    for error in stage.plan.errors:
+        statement = stage.analysis.statement_at(error.line, error.column)
+        yield Hit("PF207", statement, error.message, error.help)

@@ -1,0 +1,140 @@
+"""Every finding code (spec §7): its severity and its documentation.
+
+One table serves the linter (severity), the SARIF output (rule descriptions)
+and ``docs/cli.md`` (a test keeps the page and this table in step).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Severity = Literal["error", "warning", "info"]
+SEVERITIES: tuple[Severity, ...] = ("error", "warning", "info")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A finding code: ``name`` is a stable slug, ``staged`` whether it depends on the schedule stage."""
+
+    code: str
+    name: str
+    severity: Severity
+    summary: str
+    description: str
+    staged: bool = False
+
+    @property
+    def needs_model(self) -> bool:
+        return self.code.startswith("PF2")
+
+
+RULES: dict[str, Rule] = {
+    rule.code: rule
+    for rule in (
+        Rule(
+            "PF101",
+            "syntax-error",
+            "error",
+            "Syntax error",
+            "The text is not a policy: an unknown word, a missing separator, an unclosed bracket, "
+            "regex or quote, or a keyword used as a name without quotes.",
+        ),
+        Rule(
+            "PF102",
+            "invalid-regex",
+            "error",
+            "Invalid regular expression",
+            "A match /REGEX/ that RE2 cannot compile (a syntax error, or a construct such as a "
+            "backreference that could backtrack catastrophically), or an unknown regex flag.",
+        ),
+        Rule(
+            "PF103",
+            "invalid-slice",
+            "error",
+            "Invalid slice",
+            "A children[SLICE] whose step is 0, or an empty slice children[].",
+        ),
+        Rule(
+            "PF104",
+            "invalid-option",
+            "error",
+            "Unknown or invalid option",
+            "A with-option that is not lr, lr_scale or weight_decay, is given twice, or has a "
+            "value out of range (lr and lr_scale positive, weight_decay 0 or more, all finite).",
+        ),
+        Rule(
+            "PF105",
+            "misplaced-option",
+            "error",
+            "Options on a verb other than unfreeze, or lr with lr_scale",
+            "Only unfreeze takes options, and lr (absolute) and lr_scale (relative) exclude each other.",
+        ),
+        Rule(
+            "PF106",
+            "mixed-schedule-units",
+            "error",
+            "at epoch and at step in one file",
+            "A schedule counts in one unit: every block of a file is 'at epoch N' or every block is 'at step N'.",
+        ),
+        Rule(
+            "PF201",
+            "selects-nothing",
+            "warning",
+            "Statement selects nothing in this model",
+            "No parameter (for freeze/unfreeze) or module (for eval/train) of the model is in the "
+            "statement's selection: usually a misspelt name or a policy written for another model.",
+        ),
+        Rule(
+            "PF202",
+            "dead-statement",
+            "warning",
+            "Statement is dead: every parameter it reaches is decided again later",
+            "The last statement that reaches a parameter decides it. Every parameter (or module) this "
+            "statement reaches is reached again by a later statement, so it has no effect.",
+        ),
+        Rule(
+            "PF203",
+            "no-op-statement",
+            "info",
+            "Statement changes nothing",
+            "What the statement reaches is already in the state it sets, given the model as built and "
+            "the statements before it.",
+        ),
+        Rule(
+            "PF204",
+            "tied-parameter-conflict",
+            "warning",
+            "Tied parameter reached under names that are decided differently",
+            "One tensor is registered under several names (tied weights). Statements decide it "
+            "differently under different names; the last of them wins for the tensor under every name.",
+            staged=True,
+        ),
+        Rule(
+            "PF205",
+            "nothing-trainable",
+            "error",
+            "The policy leaves no parameter trainable",
+            "After the policy every parameter is frozen: an optimizer would have nothing to train.",
+            staged=True,
+        ),
+        Rule(
+            "PF206",
+            "unpinned-frozen-norm",
+            "warning",
+            "Normalization layer frozen but its running statistics still update",
+            "A BatchNorm-like layer's parameters end up frozen, but the layer is not pinned with "
+            "'eval', so model.train() still updates its running mean and variance.",
+            staged=True,
+        ),
+        Rule(
+            "PF207",
+            "unfreeze-non-float",
+            "error",
+            "Unfreezing a parameter whose dtype cannot require gradients",
+            "Only floating-point and complex tensors can require gradients; unfreezing an integer or "
+            "boolean parameter fails when the policy is applied.",
+            staged=True,
+        ),
+    )
+}

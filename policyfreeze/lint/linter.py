@@ -1,0 +1,171 @@
+"""The linter: a policy source (and optionally a model tree) → ``Finding`` records.
+
+It never prints: the command line formats the findings (``output.py``).
+PF1xx findings are the parser's collected errors; PF2xx come from the
+registered checks (``checks.py``), run on every schedule stage and merged so
+a finding shared by several stages is reported once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from ..errors import Location, PolicyError
+from ..parser import Comment, parse_with_comments
+from ..rules import Policy
+from ..source import Source
+from ..tree import ModelTree
+from .analysis import Analysis
+from .checks import CHECKS, Hit
+from .codes import RULES, Severity
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem in one policy file: where, which code, what and how to fix it.
+
+    ``end_line``/``end_column`` close the region (the column is exclusive);
+    ``stages`` names the schedule stages a staged finding applies to, when it
+    does not apply to every stage its statement is in force in.
+    """
+
+    code: str
+    severity: Severity
+    message: str
+    location: Location
+    end_line: int
+    end_column: int
+    help: str | None = None
+    stages: tuple[int, ...] = ()
+
+    @property
+    def source(self) -> str:
+        return self.location.source
+
+    @property
+    def line(self) -> int:
+        return self.location.line
+
+    @property
+    def column(self) -> int:
+        return self.location.column
+
+    def sort_key(self) -> tuple:
+        return (self.source, self.line, self.column, self.code, self.message)
+
+
+def lint(source: Source, tree: ModelTree | None = None) -> Iterator[Finding]:
+    """The findings of one policy: PF1xx always, PF2xx when a model tree is given.
+
+    ``# noqa: CODE`` (or a bare ``# noqa``) on a line silences the PF2xx
+    findings whose region covers that line. PF1xx cannot be silenced: a policy
+    with one does not load.
+    """
+    try:
+        policy, comments = parse_with_comments(source)
+    except PolicyError as exc:
+        yield from findings_from_error(exc)
+        return
+    if tree is None:
+        return
+    silenced = noqa_lines(comments)
+    yield from (f for f in model_findings(policy, tree) if not is_silenced(f, silenced))
+
+
+def findings_from_error(error: PolicyError) -> list[Finding]:
+    """A raised policy error (with every error it collected) as findings."""
+    found = []
+    for item in error.errors:
+        location = item.location or Location("<unknown>", 1, 1)
+        code = item.code or "PF101"
+        found.append(
+            Finding(
+                code,
+                RULES[code].severity,
+                item.message,
+                location,
+                location.line,
+                location.end_column or location.column + 1,
+                item.help,
+            )
+        )
+    return sorted(found, key=Finding.sort_key)
+
+
+def model_findings(policy: Policy, tree: ModelTree) -> list[Finding]:
+    """Run every check on every stage; merge what several stages found alike."""
+    analysis = Analysis(policy, tree)
+    merged: dict[tuple, tuple[Hit, list[int]]] = {}
+    for at in analysis.points:
+        stage = analysis.stage(at)
+        for hits in (run(stage) for run in CHECKS.values()):
+            for hit in hits:
+                key = (hit.code, hit.statement.span.offset, hit.message, hit.help)
+                merged.setdefault(key, (hit, []))[1].append(at)
+    found = [_finding(policy.source, analysis, hit, tuple(points)) for hit, points in merged.values()]
+    return sorted(found, key=Finding.sort_key)
+
+
+def _finding(source: Source, analysis: Analysis, hit: Hit, points: tuple[int, ...]) -> Finding:
+    span = hit.statement.span
+    end_line, end_column = source.line_col(span.end_offset)
+    message, stages = hit.message, ()
+    if RULES[hit.code].staged and policy_is_scheduled(analysis) and points != analysis.in_force(hit.statement):
+        message, stages = f"{message} ({analysis.stage_label(points)})", points
+    return Finding(
+        hit.code,
+        RULES[hit.code].severity,
+        message,
+        source.location(span.offset, span.end_offset),
+        end_line,
+        end_column,
+        hit.help,
+        stages,
+    )
+
+
+def policy_is_scheduled(analysis: Analysis) -> bool:
+    return analysis.policy.unit is not None
+
+
+_NOQA = re.compile(r"#\s*noqa\b(?P<colon>\s*:\s*(?P<codes>[A-Za-z]+[0-9]+(?:\s*,?\s*[A-Za-z]+[0-9]+)*)?)?", re.IGNORECASE)
+
+
+def noqa_lines(comments: Iterable[Comment]) -> dict[int, frozenset[str] | None]:
+    """Line → the codes its ``# noqa: CODE, …`` silences; None for a bare ``# noqa`` (every code).
+
+    A ``# noqa:`` followed by no code silences nothing.
+    """
+    lines: dict[int, frozenset[str] | None] = {}
+    for comment in comments:
+        match = _NOQA.search(comment.text)
+        if match is None:
+            continue
+        if match["colon"] is None:
+            lines[comment.line] = None
+        elif match["codes"]:
+            lines[comment.line] = frozenset(code.upper() for code in re.findall(r"[A-Za-z]+[0-9]+", match["codes"]))
+    return lines
+
+
+def is_silenced(finding: Finding, silenced: dict[int, frozenset[str] | None]) -> bool:
+    for line in range(finding.line, finding.end_line + 1):
+        if line in silenced and (silenced[line] is None or finding.code in silenced[line]):
+            return True
+    return False
+
+
+def filter_codes(findings: Iterable[Finding], select: Iterable[str] = (), ignore: Iterable[str] = ()) -> list[Finding]:
+    """Keep the findings whose code starts with a ``select`` prefix (all when none) and no ``ignore`` prefix.
+
+    PF1xx findings are always kept: a policy with one does not load.
+    """
+    select, ignore = tuple(select), tuple(ignore)
+    return [
+        f
+        for f in findings
+        if f.code.startswith("PF1")
+        or ((not select or f.code.startswith(select)) and not (ignore and f.code.startswith(ignore)))
+    ]

@@ -1,0 +1,184 @@
+"""Lint output formats, one function each: text, json, github, sarif.
+
+Each takes the findings (sorted) and returns the whole text to print.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import quote
+
+from .. import __version__
+from ..term import paint
+from .codes import RULES, SEVERITIES
+from .linter import Finding
+
+JSON_VERSION = 1
+SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
+_SEVERITY_STYLE = {"error": ("bold", "red"), "warning": ("bold", "yellow"), "info": ("bold", "blue")}
+_GITHUB_LEVEL = {"error": "error", "warning": "warning", "info": "notice"}
+_SARIF_LEVEL = {"error": "error", "warning": "warning", "info": "note"}
+
+
+def counts(findings: Sequence[Finding]) -> dict[str, int]:
+    by_severity = Counter(f.severity for f in findings)
+    return {severity: by_severity[severity] for severity in SEVERITIES}
+
+
+def summary(findings: Sequence[Finding], files: int) -> str:
+    """``Found 3 findings (1 error, 2 warnings) in 2 files.`` or ``All checks passed (2 files).``"""
+    in_files = f"{files} file" + ("" if files == 1 else "s")
+    if not findings:
+        return f"All checks passed ({in_files})."
+    parts = []
+    for severity, count in counts(findings).items():
+        if count:
+            noun = severity if severity == "info" or count == 1 else severity + "s"
+            parts.append(f"{count} {noun}")
+    found = f"{len(findings)} finding" + ("" if len(findings) == 1 else "s")
+    return f"Found {found} ({', '.join(parts)}) in {in_files}."
+
+
+def format_text(findings: Sequence[Finding], *, files: int, color: bool = False) -> str:
+    """``file:line:col: CODE message``, the line with a caret, a help line; then the summary."""
+    blocks = [_text_block(f, color) for f in findings]
+    blocks.append(summary(findings, files))
+    return "\n\n".join(blocks)
+
+
+def _text_block(finding: Finding, color: bool) -> str:
+    location = finding.location
+    style = _SEVERITY_STYLE[finding.severity]
+    head = paint(f"{location.source}:{location.line}:{location.column}:", "bold", enabled=color)
+    lines = [f"{head} {paint(finding.code, *style, enabled=color)} {finding.message}"]
+    if location.line_text:
+        gutter, text, caret = location.snippet().split("\n")
+        lines += [paint(gutter, "blue", enabled=color), text, paint(caret, *style, enabled=color)]
+    if finding.help:
+        lines.append(f"  {paint('= help:', 'bold', 'cyan', enabled=color)} {finding.help}")
+    return "\n".join(lines)
+
+
+def format_json(findings: Sequence[Finding], *, files: Sequence[str]) -> str:
+    """A versioned JSON document: the files linted, every finding, and counts by severity."""
+    document = {
+        "version": JSON_VERSION,
+        "tool": {"name": "policyfreeze", "version": __version__},
+        "files": list(files),
+        "findings": [
+            {
+                "code": f.code,
+                "severity": f.severity,
+                "message": f.message,
+                "help": f.help,
+                "file": f.source,
+                "line": f.line,
+                "column": f.column,
+                "end_line": f.end_line,
+                "end_column": f.end_column,
+                "stages": list(f.stages),
+            }
+            for f in findings
+        ],
+        "counts": {"files": len(files), "findings": len(findings), **counts(findings)},
+    }
+    return json.dumps(document, indent=2, ensure_ascii=False)
+
+
+def format_github(findings: Sequence[Finding]) -> str:
+    """GitHub Actions workflow commands: one annotation per finding."""
+    lines = []
+    for f in findings:
+        properties = {"file": f.source, "line": f.line}
+        if f.end_line == f.line:
+            properties.update(col=f.column, endColumn=f.end_column)
+        else:
+            properties.update(endLine=f.end_line)
+        properties["title"] = f"{f.code} ({RULES[f.code].name})"
+        rendered = ",".join(f"{key}={_escape_property(str(value))}" for key, value in properties.items())
+        message = f.message + (f"\nhelp: {f.help}" if f.help else "")
+        lines.append(f"::{_GITHUB_LEVEL[f.severity]} {rendered}::{_escape_data(message)}")
+    return "\n".join(lines)
+
+
+def _escape_data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _escape_property(text: str) -> str:
+    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def format_sarif(findings: Sequence[Finding], *, root: Path) -> str:
+    """A SARIF 2.1.0 log for code scanning; file URIs are relative to ``root`` (the repository)."""
+    rules = sorted(RULES.values(), key=lambda r: r.code)
+    index = {rule.code: i for i, rule in enumerate(rules)}
+    results = []
+    for f in findings:
+        region = {
+            "startLine": f.line,
+            "startColumn": f.column,
+            "endLine": f.end_line,
+            "endColumn": f.end_column,
+        }
+        text = f.message + (f"\nhelp: {f.help}" if f.help else "")
+        results.append(
+            {
+                "ruleId": f.code,
+                "ruleIndex": index[f.code],
+                "level": _SARIF_LEVEL[f.severity],
+                "message": {"text": text},
+                "locations": [
+                    {
+                        "physicalLocation": {
+                            "artifactLocation": _artifact(f.source, root),
+                            "region": region,
+                        }
+                    }
+                ],
+            }
+        )
+    log = {
+        "$schema": SARIF_SCHEMA,
+        "version": "2.1.0",
+        "runs": [
+            {
+                "tool": {
+                    "driver": {
+                        "name": "policyfreeze",
+                        "version": __version__,
+                        "semanticVersion": __version__,
+                        "rules": [_sarif_rule(rule) for rule in rules],
+                    }
+                },
+                "columnKind": "unicodeCodePoints",
+                "results": results,
+            }
+        ],
+    }
+    return json.dumps(log, indent=2, ensure_ascii=False)
+
+
+def _sarif_rule(rule) -> dict:
+    return {
+        "id": rule.code,
+        "name": rule.name,
+        "shortDescription": {"text": rule.summary},
+        "fullDescription": {"text": rule.description},
+        "help": {"text": f"{rule.description} See docs/cli.md ({rule.code}) for an example and the fix."},
+        "defaultConfiguration": {"level": _SARIF_LEVEL[rule.severity]},
+        "properties": {"tags": ["policyfreeze", "model-aware" if rule.needs_model else "syntax"]},
+    }
+
+
+def _artifact(name: str, root: Path) -> dict:
+    path = Path(name)
+    absolute = path if path.is_absolute() else Path.cwd() / path
+    try:
+        relative = absolute.resolve().relative_to(root.resolve())
+    except ValueError:
+        return {"uri": absolute.resolve().as_uri()}
+    return {"uri": quote(relative.as_posix()), "uriBaseId": "%SRCROOT%"}
