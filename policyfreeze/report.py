@@ -60,6 +60,10 @@ class Report:
             if plan.requires_grad[p.name] != p.requires_grad
         ]
 
+    def param_groups(self, *, lr: float | None = None, weight_decay: float | None = None) -> list[dict]:
+        """The plan's optimizer parameter groups: ``torch.optim.AdamW(report.param_groups(lr=1e-3))``."""
+        return self.plan.param_groups(lr=lr, weight_decay=weight_decay)
+
     @property
     def untouched(self) -> list[str]:
         """Parameters no statement reached: they keep their state."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import optim
 from .errors import PolicyError, PolicyResolveError, PolicyUsageError
 from .parser import load, parse
 from .rules import GlobSelector, Options, Policy, Statement, TypeSelector, quote_name
@@ -91,6 +92,13 @@ class Plan:
     @property
     def frozen(self) -> list[str]:
         return [name for name, flag in self.requires_grad.items() if not flag]
+
+    def param_groups(self, *, lr: float | None = None, weight_decay: float | None = None) -> list[dict]:
+        """Optimizer parameter groups holding only what trains, grouped by ``with`` options.
+
+        ``torch.optim.AdamW(plan.param_groups(lr=1e-3))``; see ``optim.param_groups``.
+        """
+        return optim.param_groups(self, lr=lr, weight_decay=weight_decay)
 
 
 def coerce_policy(policy: Policy | str | Path) -> Policy:
