@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 MAX_SHOWN_ERRORS = 20
+SNIPPET_WIDTH = 100
 
 
 @dataclass(frozen=True)
@@ -18,18 +19,28 @@ class Location:
     end_column: int | None = None
 
     def snippet(self) -> str:
-        """The line with a caret under the located span, rustc style."""
+        """The line with a caret under the located span, rustc style.
+
+        A line longer than SNIPPET_WIDTH is shown as a window around the caret.
+        """
         gutter = str(self.line)
         pad = " " * len(gutter)
+        line = self.line_text
+        start = 0
+        if len(line) > SNIPPET_WIDTH:
+            start = max(0, min(self.column - 1 - SNIPPET_WIDTH // 3, len(line) - SNIPPET_WIDTH))
         # One visible character per column, so the caret stays aligned.
         text = "".join(
             " " if ch == "\t" else ch if ch.isprintable() else "\N{REPLACEMENT CHARACTER}"
-            for ch in self.line_text
+            for ch in line[start : start + SNIPPET_WIDTH]
         )
+        lead = "…" if start > 0 else ""
+        tail = "…" if start + SNIPPET_WIDTH < len(line) else ""
+        column = self.column - start
         width = max(1, (self.end_column or self.column + 1) - self.column)
-        width = min(width, max(1, len(text) - self.column + 1))
-        caret = " " * (self.column - 1) + "^" * width
-        return f"{pad} |\n{gutter} | {text}\n{pad} | {caret}"
+        width = min(width, max(1, len(text) - column + 1))
+        caret = " " * (column - 1 + len(lead)) + "^" * width
+        return f"{pad} |\n{gutter} | {lead}{text}{tail}\n{pad} | {caret}"
 
 
 class PolicyError(Exception):

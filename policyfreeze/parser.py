@@ -41,6 +41,11 @@ from .rules import (
 from .source import Source
 
 MAX_NESTING = 64
+# Operators nested in one selector (each `except`, and each run of `,` or `&`):
+# every later stage walks selectors recursively, so their depth is bounded.
+MAX_SELECTOR_DEPTH = 100
+# Slice bounds and `at` N: Python ints, but not so long that printing one fails.
+MAX_INT_DIGITS = 100
 
 _GRAMMAR_LOCATIONS = (
     # Installed wheel: the build copies grammar/ into the package.
@@ -196,6 +201,9 @@ def parse_source(source: Source) -> Policy:
 
 def parse_with_comments(source: Source) -> tuple[Policy, list[Comment]]:
     """The policy and its comments (for ``# noqa`` and the formatter)."""
+    problem = source.too_long_error() or _surrogate_error(source)
+    if problem is not None:
+        raise problem
     blanked, raw_comments = split_comments(source.text)
     try:
         tree = _parser().parse(blanked + "\n")
@@ -214,6 +222,27 @@ def parse_with_comments(source: Source) -> tuple[Policy, list[Comment]]:
 
 
 # --- syntax errors ---------------------------------------------------------
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _surrogate_error(source: Source) -> PolicyError | None:
+    # Only a str can hold one (decoding bytes never yields it), and RE2 cannot encode it.
+    found = _SURROGATE.search(source.text)
+    if found is None:
+        return None
+    return source.error(
+        PolicySyntaxError,
+        f"the text holds a lone surrogate U+{ord(found.group()):04X}, which is not a character",
+        found.start(),
+        found.end(),
+        help="decode the file with errors='strict', or pass its path to policyfreeze.load()",
+    )
+
+
+def shorten(text: str, limit: int = 40) -> str:
+    """User text quoted in a message, cut short: the caret snippet shows where it is."""
+    return text if len(text) <= limit else f"{text[: limit - 1]}… ({len(text):,} characters)"
 
 
 def _line_end(text: str, offset: int) -> int:
@@ -256,6 +285,14 @@ def _syntax_error(source: Source, text: str, exc: lark.exceptions.UnexpectedInpu
         word = _word_at(text, offset)
         shown = word or text[offset]
         end = offset + max(1, len(word))
+        if not shown.isprintable():
+            return source.error(
+                PolicySyntaxError,
+                f"unexpected control character U+{ord(shown):04X}",
+                offset,
+                offset + 1,
+                help="a policy is plain UTF-8 text; a NUL byte often means a binary or UTF-16 file",
+            )
     else:
         expected = set(exc.expected)
         token = exc.token
@@ -284,19 +321,19 @@ def _syntax_error(source: Source, text: str, exc: lark.exceptions.UnexpectedInpu
     if word:
         keywords = [k for name in expected for k in _KEYWORDS_OF.get(name, ())]
         if expected & {"VERB", "UNIT"} and word not in KEYWORDS:
-            message = f"unknown word '{word}', expected {_describe_expected(expected)}"
+            message = f"unknown word '{shorten(word)}', expected {_describe_expected(expected)}"
             help_text = _suggest(word, keywords)
         elif "OPTION_KEY" in expected:
-            message = f"unknown option '{word}'"
+            message = f"unknown option '{shorten(word)}'"
             help_text = _suggest(word, OPTION_KEYS) or f"options are {', '.join(OPTION_KEYS)}"
         else:
-            message = f"unexpected '{word}', expected {_describe_expected(expected)}"
+            message = f"unexpected '{shorten(word)}', expected {_describe_expected(expected)}"
             if word in _KEYWORDS_OF["VERB"] and "SEMICOLON" in expected:
                 help_text = "end the previous statement with ';' or a new line"
             elif word not in KEYWORDS:
                 help_text = _suggest(word, keywords)
     else:
-        quoted = shown if shown == "a new line" else f"'{shown}'" if shown.isprintable() else repr(shown)
+        quoted = shown if shown == "a new line" else f"'{shorten(shown)}'" if shown.isprintable() else repr(shorten(shown))
         message = f"unexpected {quoted}, expected {_describe_expected(expected)}"
     previous = text[:offset].rsplit(None, 1)[-1:]
     if previous and previous[0] in ("type", "match", "all") and help_text is None:
@@ -407,11 +444,11 @@ class _Builder:
 
     def block(self, tree: Tree) -> Block | None:
         unit, at = tree.children[0], tree.children[1]
-        value = int(at)
-        if value < 0:
+        value = self.integer(at, code="PF101", kind=PolicySyntaxError)
+        if value is not None and value < 0:
             self.fail(f"{unit} must be 0 or more, not {value}", at, code="PF101", kind=PolicySyntaxError)
         statements = [self.statement(child, stage=value) for child in tree.children[2:]]
-        if value < 0 or any(s is None for s in statements):
+        if value is None or value < 0 or any(s is None for s in statements):
             return None
         return Block(unit=str(unit), at=value, statements=tuple(statements), span=self.span(tree))
 
@@ -427,8 +464,32 @@ class _Builder:
                 help=f"use one unit per file: every block 'at {first} N' or every block 'at {other.unit} N'",
             )
 
+    def integer(self, token: Token, *, code: str, kind: type[PolicyError]) -> int | None:
+        """The token's value, or None with an error when it has more digits than any use needs."""
+        sign = token[0] if token[0] in "+-" else ""
+        digits = token.removeprefix(sign).lstrip("0") or "0"
+        if len(digits) > MAX_INT_DIGITS:
+            self.fail(
+                f"integer {shorten(str(token))} is too long: at most {MAX_INT_DIGITS} digits",
+                token,
+                code=code,
+                kind=kind,
+            )
+            return None
+        return int(sign + digits)
+
     def statement(self, tree: Tree, stage: int | None) -> Statement | None:
         verb, selector_tree, *rest = tree.children
+        too_deep = _first_too_deep(selector_tree)
+        if too_deep is not None:
+            self.fail(
+                f"the selector nests operators more than {MAX_SELECTOR_DEPTH} deep",
+                too_deep,
+                code="PF101",
+                kind=PolicySyntaxError,
+                help="write 'A except (B, C)' rather than 'A except B except C', or split the statement",
+            )
+            return None
         selector = self.selector(selector_tree)
         options = self.options(rest[0], str(verb)) if rest else None
         if selector is None or (rest and options is None):
@@ -451,7 +512,7 @@ class _Builder:
             name = str(key)
             if name not in OPTION_KEYS:
                 self.fail(
-                    f"unknown option '{name}'",
+                    f"unknown option '{shorten(name)}'",
                     key,
                     code="PF104",
                     help=_suggest(name, OPTION_KEYS) or f"options are {', '.join(OPTION_KEYS)}",
@@ -465,12 +526,12 @@ class _Builder:
             try:
                 values[name] = float(value)
             except ValueError:
-                self.fail(f"{name} must be a number, not '{value}'", value, code="PF104")
+                self.fail(f"{name} must be a number, not '{shorten(value)}'", value, code="PF104")
                 ok = False
                 continue
             field_error = _option_error(name, values[name])
             if field_error:
-                self.fail(f"{name} {field_error}, not {value}", value, code="PF104")
+                self.fail(f"{name} {field_error}, not {shorten(value)}", value, code="PF104")
                 ok = False
         if verb != "unfreeze":
             self.fail(
@@ -528,7 +589,8 @@ class _Builder:
             return ChildrenSelector(parent=parent, slice=slice_, span=self.span(tree))
         raise AssertionError(f"unhandled parse tree node {kind}")  # grammar and builder disagree
 
-    def _chain(self, tree: Tree, kind: str) -> list:
+    @staticmethod
+    def _chain(tree: Tree, kind: str) -> list:
         """Flatten a left-recursive chain iteratively: long lists cannot overflow the stack."""
         items = []
         while isinstance(tree, Tree) and tree.data == kind:
@@ -578,7 +640,9 @@ class _Builder:
                 colons += 1
                 parts.append(None)
             else:
-                parts[-1] = int(child)
+                parts[-1] = self.integer(child, code="PF103", kind=PolicyValidationError)
+                if parts[-1] is None:
+                    return None
         if colons == 0 and parts[0] is None:
             self.fail("empty slice: write an index or a range like [0:2]", tree, code="PF103")
             return None
@@ -586,6 +650,22 @@ class _Builder:
         return self.validated(
             Slice, tree, "PF103", start=parts[0], stop=parts[1], step=parts[2], is_index=colons == 0, span=self.span(tree)
         )
+
+
+def _first_too_deep(tree: Tree | Token) -> Tree | None:
+    """The first selector node past MAX_SELECTOR_DEPTH, found without recursion."""
+    pending = [(tree, 1)]
+    while pending:
+        node, depth = pending.pop()
+        kind = node.data if isinstance(node, Tree) else None
+        if kind not in ("union", "intersection", "difference"):
+            continue  # an atom: nothing nests inside it
+        if depth > MAX_SELECTOR_DEPTH:
+            return node
+        # A chain of one operator is one level: the builder flattens it.
+        operands = _Builder._chain(node, kind) if kind != "difference" else node.children
+        pending.extend((operand, depth + 1) for operand in operands)
+    return None
 
 
 _REGEX_HELP = (

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import bisect
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import Location, PolicyError, PolicySyntaxError, PolicyUsageError
 
 BOM = "\ufeff"
+# A policy is a page of rules; the bound keeps parse time and memory small.
+MAX_SOURCE_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -27,25 +30,26 @@ class Source:
         text = self.text.removeprefix(BOM).replace("\r\n", "\n")
         object.__setattr__(self, "text", text)
         starts = [0]
-        starts.extend(i + 1 for i, ch in enumerate(text) if ch == "\n")
+        starts.extend(m.end() for m in _NEWLINE.finditer(text))
         object.__setattr__(self, "_line_starts", tuple(starts))
 
     @classmethod
     def from_bytes(cls, data: bytes, name: str) -> Source:
+        if len(data) > MAX_SOURCE_BYTES:
+            # Only the part within the limit is decoded: the error points at its end.
+            head = cls(name, data[:MAX_SOURCE_BYTES].decode("utf-8", "replace"))
+            raise _too_long(head, len(head.text))
         try:
             return cls(name, data.decode("utf-8"))
         except UnicodeDecodeError as exc:
-            raise PolicySyntaxError(
-                f"not valid UTF-8: byte 0x{data[exc.start]:02x} at byte offset {exc.start}",
-                location=Location(name, 1, 1),
-                help="policy files are UTF-8 text; re-save the file as UTF-8",
-            ) from None
+            raise _decode_error(data, name, exc) from None
 
     @classmethod
     def from_path(cls, path: str | Path) -> Source:
         path = Path(path)
         try:
-            data = path.read_bytes()
+            with path.open("rb") as file:
+                data = file.read(MAX_SOURCE_BYTES + 1)
         except FileNotFoundError:
             raise PolicyUsageError(f"{path}: no such file") from None
         except IsADirectoryError:
@@ -66,6 +70,15 @@ class Source:
         start = self._line_starts[line - 1]
         end = self.text.find("\n", start)
         return self.text[start:] if end < 0 else self.text[start:end]
+
+    def too_long_error(self) -> PolicyError | None:
+        """A PF101 error where the text passes MAX_SOURCE_BYTES of UTF-8, or None."""
+        if len(self.text) <= MAX_SOURCE_BYTES // 4:
+            return None  # a character is at most 4 bytes
+        encoded = self.text.encode("utf-8", "surrogatepass")
+        if len(encoded) <= MAX_SOURCE_BYTES:
+            return None
+        return _too_long(self, len(encoded[:MAX_SOURCE_BYTES].decode("utf-8", "ignore")))
 
     def location(self, offset: int, end_offset: int | None = None) -> Location:
         line, column = self.line_col(offset)
@@ -93,3 +106,34 @@ class Source:
         code: str | None = None,
     ) -> PolicyError:
         return kind(message, location=self.location(offset, end_offset), help=help, code=code)
+
+
+_NEWLINE = re.compile("\n")
+
+
+def _too_long(source: Source, offset: int) -> PolicyError:
+    return source.error(
+        PolicySyntaxError,
+        f"the policy is longer than the 1 MiB limit ({MAX_SOURCE_BYTES:,} bytes)",
+        offset,
+        help="a policy is a short list of rules: select many parameters with one glob, regex or type()",
+    )
+
+
+def _decode_error(data: bytes, name: str, exc: UnicodeDecodeError) -> PolicyError:
+    """The first bad byte, located by line and column, with its line shown."""
+    head = Source(name, data[: exc.start].decode("utf-8"))
+    line, column = head.line_col(len(head.text))
+    line_end = data.find(b"\n", exc.start)
+    rest = data[exc.start : len(data) if line_end < 0 else line_end].decode("utf-8", "replace")
+    line_text = head.line_text(line) + rest.rstrip("\r")
+    utf16 = data.startswith((b"\xff\xfe", b"\xfe\xff"))
+    return PolicySyntaxError(
+        f"not valid UTF-8: byte 0x{data[exc.start]:02x} at byte offset {exc.start}",
+        location=Location(name, line, column, line_text, column + 1),
+        help=(
+            "this looks like UTF-16: re-save the file as UTF-8"
+            if utf16
+            else "policy files are UTF-8 text; re-save the file as UTF-8"
+        ),
+    )
