@@ -15,6 +15,8 @@ from .errors import (
     PolicyValidationError,
     PolicyWarning,
 )
+from .freezer import Freezer, StageChange
+from .optim import check_optimizer
 from .parser import load, parse
 from .report import Report
 from .resolver import Decision, Plan, resolve
@@ -24,6 +26,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Decision",
+    "Freezer",
     "Plan",
     "Policy",
     "PolicyError",
@@ -33,7 +36,9 @@ __all__ = [
     "PolicyValidationError",
     "PolicyWarning",
     "Report",
+    "StageChange",
     "apply",
+    "check_optimizer",
     "load",
     "parse",
     "resolve",

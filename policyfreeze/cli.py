@@ -42,6 +42,21 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--model", required=True, metavar="SPEC", help="torchvision:NAME, pkg.module:factory or file.py:factory")
     plan.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
     plan.set_defaults(run=run_plan)
+
+    cost = commands.add_parser(
+        "cost",
+        help="FLOPs and memory of one training step with and without a policy",
+        description="Count one training step's forward+backward FLOPs on the meta device (no memory, no compute), "
+        "and the gradient and AdamW state memory, with and without POLICY.",
+        epilog="example:\n  policyfreeze cost policies/resnet18-linear-probe.freeze --model torchvision:resnet18 "
+        "--input-shape 8,3,224,224",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cost.add_argument("policy", metavar="POLICY", help="a policy file")
+    cost.add_argument("--model", required=True, metavar="SPEC", help="torchvision:NAME, pkg.module:factory or file.py:factory")
+    cost.add_argument("--input-shape", required=True, metavar="N,C,H,W", help="the model's input, batch first: 8,3,224,224")
+    cost.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
+    cost.set_defaults(run=run_cost)
     return parser
 
 
@@ -58,6 +73,22 @@ def run_plan(args: argparse.Namespace) -> int:
         print(f"warning: {finding}", file=sys.stderr)
     report = Report(plan, applied=False)
     print(report.to_json() if args.format == "json" else report)
+    return EXIT_OK
+
+
+def run_cost(args: argparse.Namespace) -> int:
+    from .cost import measure, parse_shape
+    from .models import build_model
+    from .parser import load
+    from .resolver import resolve
+
+    shape = parse_shape(args.input_shape)
+    policy = load(args.policy)
+    plan = resolve(build_model(args.model, device="meta"), policy)
+    for finding in plan.warnings:
+        print(f"warning: {finding}", file=sys.stderr)
+    cost = measure(plan, shape)
+    print(cost.to_json() if args.format == "json" else cost)
     return EXIT_OK
 
 

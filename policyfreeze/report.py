@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .cost import CostReport, measure
+
 if TYPE_CHECKING:
     from .resolver import Decision, Plan
 
@@ -19,6 +21,16 @@ class Change:
     name: str
     shape: tuple[int, ...]
     numel: int
+    before: bool
+    after: bool
+    decision: Decision | None
+
+
+@dataclass(frozen=True)
+class PinChange:
+    """One module whose eval pin (``eval``/``train``) the plan adds or removes."""
+
+    name: str
     before: bool
     after: bool
     decision: Decision | None
@@ -60,9 +72,23 @@ class Report:
             if plan.requires_grad[p.name] != p.requires_grad
         ]
 
+    @property
+    def pin_changes(self) -> list[PinChange]:
+        """Modules whose eval pin the plan adds or removes, in ``named_modules()`` order."""
+        plan = self.plan
+        return [
+            PinChange(m.name, m.pinned, plan.pinned[m.name], plan.pin_decisions[m.name])
+            for m in plan.tree.modules
+            if plan.pinned[m.name] != m.pinned
+        ]
+
     def param_groups(self, *, lr: float | None = None, weight_decay: float | None = None) -> list[dict]:
         """The plan's optimizer parameter groups: ``torch.optim.AdamW(report.param_groups(lr=1e-3))``."""
         return self.plan.param_groups(lr=lr, weight_decay=weight_decay)
+
+    def cost(self, input_shape: tuple[int, ...]) -> CostReport:
+        """FLOPs and memory of one training step on ``input_shape``, with and without the policy."""
+        return measure(self.plan, input_shape)
 
     @property
     def untouched(self) -> list[str]:
@@ -144,6 +170,10 @@ def _state(flag: bool) -> str:
     return "trainable" if flag else "frozen"
 
 
+def _mode(pinned: bool) -> str:
+    return "pinned eval" if pinned else "follows train()"
+
+
 def _shape(shape: tuple[int, ...]) -> str:
     return "×".join(str(s) for s in shape) if shape else "scalar"
 
@@ -179,6 +209,15 @@ def format_text(report: Report) -> str:
         lines += ["  " + row for row in _table(rows, right={2})]
     else:
         lines += ["", "changed: nothing (every parameter is already as the policy wants)"]
+    pin_changes = report.pin_changes
+    if pin_changes:
+        lines += ["", f"eval pins changed ({len(pin_changes)}):"]
+        rows = [["module", "before → after", "decided by"]]
+        for pin in pin_changes:
+            rows.append(
+                [pin.name or "(root)", f"{_mode(pin.before)} → {_mode(pin.after)}", str(pin.decision) if pin.decision else "-"]
+            )
+        lines += ["  " + row for row in _table(rows, right=set())]
     untouched = len(report.untouched)
     lines += ["", f"untouched: {untouched} parameter tensor{'s' if untouched != 1 else ''} (no statement reached them)"]
 
