@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from ..rules import AllSelector, Statement, quote_name
+from ..rules import AllSelector, DifferenceSelector, Statement, UnionSelector, quote_name
 from .analysis import Stage, acts_on_params
 
 MAX_NAMES_SHOWN = 3
@@ -232,7 +232,9 @@ def _eval_suggestion(statement: Statement, classes: list[str], modules: list) ->
     if isinstance(statement.selector, AllSelector):
         return f"'eval {type_selector}'"
     selection = statement.text.split(None, 1)[1]
-    return f"'eval ({selection}) & {type_selector}'"
+    if isinstance(statement.selector, (UnionSelector, DifferenceSelector)):
+        selection = f"({selection})"  # ',' and 'except' bind looser than '&'
+    return f"'eval {selection} & {type_selector}'"
 
 
 @check("PF207")

@@ -1,0 +1,256 @@
+"""``fmt``: one canonical layout for policy files, comments kept.
+
+The layout: one statement per line, no ``;``; selectors spaced as ``a, b``,
+``a & b``, ``a except b`` with only the parentheses the structure needs;
+names quoted only when a bare name would not parse back to the same glob;
+options as ``with lr=1e-4, weight_decay=0`` (numbers as written); ``at``
+blocks open on their own line and indent their statements by four spaces
+(an empty block is ``at epoch N {}``); runs of blank lines become one, and
+none lead, trail, open or close a block. Comments stay where they were: a
+comment after code stays at the end of that line (two spaces before ``#``), a
+comment inside a selector that spans lines moves above its statement — except
+a ``# noqa``, which stays on the statement's line.
+
+``parse(fmt(x))`` equals ``parse(x)`` up to positions and quoting
+(``structure``), and ``fmt(fmt(x)) == fmt(x)``.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+
+from .errors import PolicyError
+from .parser import Comment, parse, parse_with_comments, split_comments
+from .rules import (
+    AllSelector,
+    Block,
+    ChildrenSelector,
+    DifferenceSelector,
+    GlobSelector,
+    IntersectionSelector,
+    Policy,
+    RegexSelector,
+    Statement,
+    TypeSelector,
+    UnionSelector,
+)
+from .source import Source
+
+INDENT = "    "
+_NOQA = re.compile(r"#\s*noqa\b", re.IGNORECASE)
+_OPTION = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*=\s*([^\s,]+)")
+
+
+def fmt(text: str, source: str = "<string>") -> str:
+    """``text`` in the canonical layout (raises ``PolicyError`` when it does not parse)."""
+    return format_source(Source(source, text))
+
+
+def format_source(source: Source) -> str:
+    policy, comments = parse_with_comments(source)
+    return _Layout(source, policy, comments).render()
+
+
+# --- selectors ----------------------------------------------------------------
+
+# Binding strength: except binds loosest, then ',', then '&'; atoms bind tightest.
+_LEVEL = {DifferenceSelector: 0, UnionSelector: 1, IntersectionSelector: 2}
+_ATOM = 3
+
+
+def selector_text(selector) -> str:
+    """A selector in canonical form, parenthesised only where the structure needs it."""
+    if isinstance(selector, DifferenceSelector):
+        return f"{_operand(selector.left, 0)} except {_operand(selector.right, 1)}"
+    if isinstance(selector, UnionSelector):
+        first, *rest = selector.items
+        return ", ".join([_operand(first, 1), *(_operand(item, 2) for item in rest)])
+    if isinstance(selector, IntersectionSelector):
+        first, *rest = selector.items
+        return " & ".join([_operand(first, 2), *(_operand(item, _ATOM) for item in rest)])
+    if isinstance(selector, AllSelector):
+        return "all"
+    if isinstance(selector, GlobSelector):
+        return glob_text(selector.pattern)
+    if isinstance(selector, RegexSelector):
+        return f"match /{selector.pattern}/" + ("i" if selector.ignore_case else "")
+    if isinstance(selector, TypeSelector):
+        return f"type({glob_text(selector.pattern)})"
+    if isinstance(selector, ChildrenSelector):
+        parent = f"{glob_text(selector.parent.pattern)}." if selector.parent else ""
+        return f"{parent}children[{selector.slice}]"
+    raise TypeError(f"not a selector: {selector!r}")
+
+
+def _operand(selector, level: int) -> str:
+    text = selector_text(selector)
+    return f"({text})" if _LEVEL.get(type(selector), _ATOM) < level else text
+
+
+@functools.lru_cache(maxsize=4096)
+def glob_text(pattern: str) -> str:
+    """``pattern`` bare when it parses back as that very glob, else double-quoted."""
+    try:
+        selector = parse(f"freeze {pattern}").statements[0].selector
+    except (PolicyError, IndexError):
+        return f'"{pattern}"'
+    if isinstance(selector, GlobSelector) and selector.pattern == pattern:
+        return pattern
+    return f'"{pattern}"'
+
+
+def statement_text(statement: Statement, code: str) -> str:
+    """A statement in canonical form; ``code`` is its source text with comments blanked out."""
+    text = f"{statement.verb} {selector_text(statement.selector)}"
+    if statement.options is not None:
+        # Numbers as written (1e-4 stays 1e-4): read them from the source.
+        tail = code[statement.selector.span.end_offset : statement.span.end_offset]
+        options = tail[tail.index("with") + len("with") :]
+        text += " with " + ", ".join(f"{key}={value}" for key, value in _OPTION.findall(options))
+    return text
+
+
+# --- layout -------------------------------------------------------------------
+
+
+@dataclass
+class _Line:
+    text: str
+    #: the source line where the code of this output line ended (None: a comment line)
+    source_line: int | None
+    opens_block: bool = False
+    is_statement: bool = False
+
+
+class _Layout:
+    def __init__(self, source: Source, policy: Policy, comments: list[Comment]) -> None:
+        self.source = source
+        self.code = split_comments(source.text)[0]
+        self.policy = policy
+        self.comments = comments
+        self.lines: list[_Line] = []
+        self.previous_end: int | None = None  # source line where the last emitted thing ended
+
+    def render(self) -> str:
+        events: list[tuple[int, int, object]] = []  # (offset, order, event)
+        inner: dict[int, list[Comment]] = {}
+        spans = [(s.span.offset, s.span.end_offset, s) for s in self.policy.all_statements()]
+        for comment in self.comments:
+            owner = next((s for start, end, s in spans if start < comment.offset < end), None)
+            if owner is not None:
+                inner.setdefault(id(owner), []).append(comment)
+            else:
+                events.append((comment.offset, 0, comment))
+        for statement in self.policy.statements:
+            events.append((statement.span.offset, 0, (statement, 0)))
+        for block in self.policy.blocks:
+            events.append((block.span.offset, 0, ("open", block)))
+            events.append((block.span.end_offset - 1, 0, ("close", block)))
+            for statement in block.statements:
+                events.append((statement.span.offset, 0, (statement, 1)))
+        events.sort(key=lambda event: event[0])
+        blocks = [(b.span.offset, b.span.end_offset) for b in self.policy.blocks]
+        comment_offsets = [c.offset for c in self.comments]
+        self.empty_blocks = {
+            id(b)
+            for b in self.policy.blocks
+            if not b.statements and not any(b.span.offset < c < b.span.end_offset for c in comment_offsets)
+        }
+
+        for offset, _, event in events:
+            if isinstance(event, Comment):
+                depth = sum(start < offset < end for start, end in blocks)
+                self.comment(event, depth)
+            elif event[0] == "open":
+                self.open_block(event[1])
+            elif event[0] == "close":
+                self.close_block(event[1])
+            else:
+                statement, depth = event
+                self.statement(statement, depth, inner.get(id(statement), []))
+        return "".join(line.text.rstrip() + "\n" for line in self.lines)
+
+    def _emit(
+        self,
+        text: str,
+        start_line: int,
+        end_line: int | None,
+        *,
+        closes: bool = False,
+        opens: bool = False,
+        is_statement: bool = False,
+    ) -> None:
+        if (
+            self.lines
+            and self.previous_end is not None
+            and start_line - self.previous_end >= 2
+            and not self.lines[-1].opens_block
+            and not closes
+        ):
+            self.lines.append(_Line("", None))
+        self.lines.append(_Line(text, end_line, opens, is_statement))
+        self.previous_end = end_line if end_line is not None else start_line
+
+    def comment(self, comment: Comment, depth: int) -> None:
+        text = comment.text.rstrip()
+        if self.previous_end == comment.line and self.lines and self.lines[-1].source_line == comment.line:
+            self._trail(self.lines[-1], text)
+            if _NOQA.search(text):
+                # Statements that shared the line keep their noqa on their own line.
+                for line in self.lines[:-1]:
+                    if line.is_statement and line.source_line == comment.line:
+                        self._trail(line, text)
+            return
+        self._emit(INDENT * depth + text, comment.line, None)
+
+    @staticmethod
+    def _trail(line: _Line, text: str) -> None:
+        line.text = f"{line.text}  {text}"
+
+    def statement(self, statement: Statement, depth: int, inner: list[Comment]) -> None:
+        start = statement.span.line
+        end = self.source.line_col(statement.span.end_offset)[0]
+        trailing = []
+        for comment in inner:
+            text = comment.text.rstrip()
+            if _NOQA.search(text):
+                trailing.append(text)
+            else:
+                self._emit(INDENT * depth + text, start, None)
+        self._emit(INDENT * depth + statement_text(statement, self.code), start, end, is_statement=True)
+        for text in trailing:
+            self._trail(self.lines[-1], text)
+
+    def open_block(self, block: Block) -> None:
+        head = f"at {block.unit} {block.at} {{"
+        close_line = self.source.line_col(block.span.end_offset - 1)[0]
+        if id(block) in self.empty_blocks:
+            self._emit(head + "}", block.span.line, close_line)
+        else:
+            self._emit(head, block.span.line, block.span.line, opens=True)
+
+    def close_block(self, block: Block) -> None:
+        if id(block) in self.empty_blocks:
+            return  # closed on its opening line
+        line = self.source.line_col(block.span.end_offset - 1)[0]
+        self._emit("}", line, line, closes=True)
+
+
+# --- structure ----------------------------------------------------------------
+
+_LEXICAL = frozenset({"span", "text", "quoted"})
+
+
+def structure(policy: Policy) -> dict:
+    """The policy as plain data without positions, statement text or quoting: what fmt must keep."""
+    return _strip(policy.model_dump(exclude={"source"}))
+
+
+def _strip(value):
+    if isinstance(value, dict):
+        return {key: _strip(item) for key, item in value.items() if key not in _LEXICAL}
+    if isinstance(value, (list, tuple)):
+        return [_strip(item) for item in value]
+    return value
