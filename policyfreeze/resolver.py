@@ -156,27 +156,36 @@ def resolve(model: Any, policy: Policy | str | Path, *, epoch: int | None = None
 
 def evaluate(tree: ModelTree, policy: Policy, at: int = 0) -> Plan:
     """The plan for ``tree``; problems are returned in ``errors``/``warnings``, not raised."""
-    param_deciders: list[Statement | None] = [None] * len(tree.params)
-    module_deciders: list[Statement | None] = [None] * len(tree.modules)
+    statements = policy.stage(at)
+    # Deciders are indexes into ``statements``; -1: no statement reached it.
+    param_deciders = [-1] * len(tree.params)
+    module_deciders = [-1] * len(tree.modules)
     warnings: list[PolicyError] = []
-    for statement in policy.stage(at):
+    for index, statement in enumerate(statements):
         nodes = select(tree, statement.selector)
         acts_on_params = statement.verb in ("freeze", "unfreeze")
         reached = tree.param_ids_in(nodes) if acts_on_params else tree.module_ids_in(nodes)
         deciders = param_deciders if acts_on_params else module_deciders
-        for index in reached:
-            deciders[index] = statement
+        for reached_id in reached:
+            deciders[reached_id] = index
         if not reached:
             warnings.append(_selects_nothing(tree, policy.source, statement, acts_on_params))
 
     source = policy.source
-    decisions: dict[str, Decision | None] = {}
-    requires_grad: dict[str, bool] = {}
+    # One Decision per statement, shared by everything it decided; the last entry serves -1.
+    decision_of = [Decision.of(statement, source) for statement in statements] + [None]
+    unfreezes = [statement.verb == "unfreeze" for statement in statements]
+    eval_pins = [statement.verb == "eval" for statement in statements]
+    param_names = [param.name for param in tree.params]
+    decisions = dict(zip(param_names, map(decision_of.__getitem__, param_deciders)))
+    requires_grad = {
+        param.name: param.requires_grad if decider < 0 else unfreezes[decider]
+        for param, decider in zip(tree.params, param_deciders)
+    }
     errors: list[PolicyError] = []
-    for param, statement in zip(tree.params, param_deciders):
-        decisions[param.name] = Decision.of(statement, source) if statement else None
-        requires_grad[param.name] = param.requires_grad if statement is None else statement.verb == "unfreeze"
-        if statement is not None and statement.verb == "unfreeze" and not param.can_require_grad:
+    for param, decider in zip(tree.params, param_deciders):
+        if decider >= 0 and unfreezes[decider] and not param.can_require_grad:
+            statement = statements[decider]
             errors.append(
                 source.error(
                     PolicyResolveError,
@@ -187,13 +196,11 @@ def evaluate(tree: ModelTree, policy: Policy, at: int = 0) -> Plan:
                     help=f"leave it out: add 'except {quote_name(param.name)}' to the statement",
                 )
             )
-    pin_decisions = {
-        module.name: Decision.of(statement, source) if statement else None
-        for module, statement in zip(tree.modules, module_deciders)
-    }
+    module_names = [module.name for module in tree.modules]
+    pin_decisions = dict(zip(module_names, map(decision_of.__getitem__, module_deciders)))
     pinned = {
-        module.name: module.pinned if statement is None else statement.verb == "eval"
-        for module, statement in zip(tree.modules, module_deciders)
+        module.name: module.pinned if decider < 0 else eval_pins[decider]
+        for module, decider in zip(tree.modules, module_deciders)
     }
     return Plan(policy, tree, at, requires_grad, decisions, pinned, pin_decisions, tuple(warnings), tuple(errors))
 

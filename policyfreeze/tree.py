@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import bisect
 import functools
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from .pins import is_pinned
@@ -98,90 +98,84 @@ class ModelTree:
         import torch
 
         tree = cls()
+        names, ids, is_param, ends, children = tree.names, tree.ids, tree.is_param, tree.ends, tree.children
         tensors: list[Any] = []
         objects: list[Any] = []
-        module_ids: dict[int, int] = {}
-        param_ids: dict[int, int] = {}
+        module_ids: dict[int, int] = {}  # id(module) -> module id
+        param_ids: dict[int, int] = {}  # id(tensor) -> parameter id
+        module_names: list[str] = []
+        param_names: list[str] = []
         module_aliases: dict[int, list[str]] = {}
         param_aliases: dict[int, list[str]] = {}
-        stack: list[tuple[Any, str, int]] = [(unwrap(model), "", -1)]
+        # One pass, no recursion (any depth works). An entry is (module, name,
+        # parent node), or a bare node index that closes that node's subtree.
+        stack: list[Any] = [(model, "", -1)]
+        pop, push = stack.pop, stack.append
         while stack:
-            module, name, parent = stack.pop()
+            entry = pop()
+            if entry.__class__ is int:
+                ends[entry] = len(names)
+                continue
+            module, name, parent = entry
             module = unwrap(module)
-            node = tree._add_node(name, is_param=False)
+            node = len(names)
             if parent >= 0:
-                tree.children[parent].append(node)
-            tree.children[node] = []
+                children[parent].append(node)
+            children[node] = []
             key = id(module)
-            if key not in module_ids:
-                module_ids[key] = len(tree.modules)
-                module_aliases[module_ids[key]] = []
+            module_id = module_ids.get(key)
+            if module_id is None:
+                module_id = module_ids[key] = len(objects)
                 objects.append(module)
-                tree.modules.append(
-                    ModuleInfo(
-                        name,
-                        _class_names(module, torch.nn.Module),
-                        pinned=is_pinned(module),  # resolution starts from the pins an earlier apply left
-                        running_stats=_tracks_running_stats(module),
-                    )
-                )
+                module_names.append(name)
             else:
-                module_aliases[module_ids[key]].append(name)
-            tree.ids[node] = module_ids[key]
-            for pname, param in module._parameters.items():
+                module_aliases.setdefault(module_id, []).append(name)
+            names.append(name)
+            ids.append(module_id)
+            is_param.append(False)
+            ends.append(-1)
+            prefix = name + "." if name else ""
+            for local, param in module._parameters.items():
                 if param is None:
                     continue
-                full = f"{name}.{pname}" if name else pname
-                pnode = tree._add_node(full, is_param=True)
-                tree.ends[pnode] = pnode + 1
-                pkey = id(param)
-                if pkey not in param_ids:
-                    param_ids[pkey] = len(tree.params)
-                    param_aliases[param_ids[pkey]] = []
+                full = prefix + local
+                key = id(param)
+                param_id = param_ids.get(key)
+                if param_id is None:
+                    param_id = param_ids[key] = len(tensors)
                     tensors.append(param)
-                    tree.params.append(
-                        ParamInfo(full, tuple(param.shape), str(param.dtype).removeprefix("torch."), param.requires_grad)
-                    )
+                    param_names.append(full)
                 else:
-                    param_aliases[param_ids[pkey]].append(full)
-                tree.ids[pnode] = param_ids[pkey]
-            seen_children: set[int] = set()
-            pending = []
-            for cname, child in module._modules.items():
-                if child is None:
-                    continue
-                full = f"{name}.{cname}" if name else cname
-                # module.children() lists a module registered twice under one parent once.
-                first = id(child) not in seen_children
-                seen_children.add(id(child))
-                pending.append((child, full, node if first else -2))
-            # The end of this node's subtree is known once its children are done:
-            # push a marker that closes it, then the children in reverse.
-            stack.append((None, "", node))
+                    param_aliases.setdefault(param_id, []).append(full)
+                names.append(full)
+                ids.append(param_id)
+                is_param.append(True)
+                ends.append(len(names))
+            pending = [(child, prefix + local, node) for local, child in module._modules.items() if child is not None]
+            if not pending:
+                ends[node] = len(names)
+                continue
+            if len(pending) > 1 and len({id(entry[0]) for entry in pending}) < len(pending):
+                pending = _repeats_unlisted(pending)
+            push(node)  # popped once every child's subtree is complete
             stack.extend(reversed(pending))
-            tree._close_pending(stack)
+        dtype_names = {dtype: str(dtype).removeprefix("torch.") for dtype in {p.dtype for p in tensors}}
         tree.params = [
-            ParamInfo(p.name, p.shape, p.dtype, p.requires_grad, tuple(param_aliases[i]))
-            for i, p in enumerate(tree.params)
+            ParamInfo(name, tuple(p.shape), dtype_names[p.dtype], p.requires_grad, tuple(param_aliases.get(i, ())))
+            for i, (name, p) in enumerate(zip(param_names, tensors))
         ]
         tree.modules = [
-            replace(m, aliases=tuple(module_aliases[i])) for i, m in enumerate(tree.modules)
+            ModuleInfo(
+                name,
+                _class_names(type(m), torch.nn.Module),
+                tuple(module_aliases.get(i, ())),
+                pinned=is_pinned(m),  # resolution starts from the pins an earlier apply left
+                running_stats=_tracks_running_stats(m),
+            )
+            for i, (name, m) in enumerate(zip(module_names, objects))
         ]
         tree.finish()
         return tree, tensors, objects
-
-    def _add_node(self, name: str, *, is_param: bool) -> int:
-        self.names.append(name)
-        self.ids.append(-1)
-        self.is_param.append(is_param)
-        self.ends.append(-1)
-        return len(self.names) - 1
-
-    def _close_pending(self, stack: list) -> None:
-        # Pop "close" markers sitting on top of the stack: their subtrees are complete.
-        while stack and stack[-1][0] is None:
-            _, _, node = stack.pop()
-            self.ends[node] = len(self.names)
 
     def finish(self) -> None:
         """Derive the lookup tables once the nodes are in place."""
@@ -218,22 +212,40 @@ class ModelTree:
 def unwrap(module: Any) -> Any:
     """The module a known wrapper holds (repeatedly), or the module itself."""
     while True:
-        attribute = next((WRAPPERS[c] for c in _mro_names(module) if c in WRAPPERS), None)
+        attribute = _wrapped_attribute(type(module))
         inner = getattr(module, "_modules", {}).get(attribute) if attribute else None
         if inner is None:
             return module
         module = inner
 
 
-def _mro_names(module: Any) -> list[str]:
-    return [cls.__name__ for cls in type(module).__mro__]
+@functools.lru_cache(maxsize=1024)
+def _wrapped_attribute(cls: type) -> str | None:
+    # Per class, not per module: a model has few classes and many modules.
+    return next((WRAPPERS[c.__name__] for c in cls.__mro__ if c.__name__ in WRAPPERS), None)
+
+
+def _repeats_unlisted(pending: list[tuple[Any, str, int]]) -> list[tuple[Any, str, int]]:
+    """Children entries where a module registered twice under one parent is a child once.
+
+    ``module.children()`` lists it once; its second registration still has a node.
+    """
+    seen: set[int] = set()
+    out = []
+    for child, name, parent in pending:
+        out.append((child, name, parent if id(child) not in seen else -2))
+        seen.add(id(child))
+    return out
 
 
 def _tracks_running_stats(module: Any) -> bool:
     # What _NormBase.forward checks before it updates running_mean/running_var.
-    return getattr(module, "track_running_stats", False) is True and module._buffers.get("running_mean") is not None
+    # The buffer first: most modules have none, and getattr of a missing
+    # attribute goes through nn.Module.__getattr__ and an exception.
+    return module._buffers.get("running_mean") is not None and getattr(module, "track_running_stats", False) is True
 
 
-def _class_names(module: Any, base: type) -> tuple[str, ...]:
+@functools.lru_cache(maxsize=1024)
+def _class_names(cls: type, base: type) -> tuple[str, ...]:
     """The class and every ancestor below ``base`` (nn.Module), nearest first."""
-    return tuple(cls.__name__ for cls in type(module).__mro__ if issubclass(cls, base) and cls is not base)
+    return tuple(c.__name__ for c in cls.__mro__ if issubclass(c, base) and c is not base)
