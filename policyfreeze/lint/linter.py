@@ -53,7 +53,7 @@ class Finding:
         return self.location.column
 
     def sort_key(self) -> tuple:
-        return (self.source, self.line, self.column, self.code, self.message)
+        return (self.source, self.line, self.column, self.code, self.stages, self.message)
 
 
 def lint(source: Source, tree: ModelTree | None = None) -> Iterator[Finding]:
