@@ -1,0 +1,129 @@
+"""Two real processes (gloo, CPU, loopback): apply before DDP wraps, and stage changes under DDP."""
+
+import time
+from collections import OrderedDict
+from datetime import timedelta
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+import policyfreeze
+
+WORLD_SIZE = 2
+DEADLINE_SECONDS = 180
+
+SCHEDULE = """\
+freeze all; unfreeze head
+eval type(BatchNorm2d)
+at epoch 1 { unfreeze block; train block }
+"""
+
+
+def small_cnn() -> nn.Module:
+    torch.manual_seed(0)  # the same initial weights on every rank
+    return nn.Sequential(
+        OrderedDict(
+            stem=nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU()),
+            block=nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU()),
+            pool=nn.AdaptiveAvgPool2d(1),
+            flat=nn.Flatten(),
+            head=nn.Linear(4, 3),
+        )
+    )
+
+
+def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: t.detach().clone() for name, t in model.state_dict().items()}
+
+
+def train_step(ddp: nn.Module, optimizer, rank: int, step: int) -> None:
+    data = torch.Generator().manual_seed(100 * step + rank)  # every rank sees different data
+    x, y = torch.randn(4, 3, 6, 6, generator=data), torch.randint(0, 3, (4,), generator=data)
+    ddp.train()
+    optimizer.zero_grad()
+    nn.functional.cross_entropy(ddp(x), y).backward()
+    optimizer.step()
+
+
+def same_on_every_rank(tensor: torch.Tensor) -> bool:
+    gathered = [torch.empty_like(tensor) for _ in range(WORLD_SIZE)]
+    dist.all_gather(gathered, tensor.contiguous())
+    return all(torch.equal(g, gathered[0]) for g in gathered)
+
+
+def check_static_policy(rank: int) -> None:
+    """apply on each rank, wrap in DDP, three steps."""
+    model = small_cnn()
+    report = policyfreeze.apply(model, "freeze all; unfreeze block, head; eval type(BatchNorm2d)")
+    start = snapshot(model)
+    ddp = DDP(model)
+    optimizer = torch.optim.SGD(report.param_groups(lr=0.1), momentum=0.9)
+    for step in range(3):
+        train_step(ddp, optimizer, rank, step)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"block.0.weight", "block.0.bias", "block.1.weight", "block.1.bias", "head.weight", "head.bias"}
+    for name, value in snapshot(model).items():
+        if name in trainable:
+            assert not torch.equal(value, start[name]), name
+            assert same_on_every_rank(value), name
+        else:  # frozen parameters and pinned BatchNorm statistics
+            assert torch.equal(value, start[name]), name
+
+
+def run_schedule(rank: int, rewrap: bool) -> tuple[dict, dict]:
+    model = small_cnn()
+    freezer = policyfreeze.Freezer(model, SCHEDULE, lr=0.1)
+    optimizer = torch.optim.SGD(freezer.param_groups())
+    ddp = DDP(model)
+    start = snapshot(model)
+    for epoch in range(3):
+        if freezer.update(optimizer, epoch=epoch) and rewrap:
+            # DDP fixed the parameters it reduces when it wrapped: wrap again after a stage change.
+            del ddp
+            ddp = DDP(model)
+        train_step(ddp, optimizer, rank, epoch)
+    return start, snapshot(model)
+
+
+def check_schedule_under_ddp(rank: int) -> None:
+    start, end = run_schedule(rank, rewrap=True)
+    for name in ("stem.0.weight", "stem.1.running_mean", "stem.1.num_batches_tracked"):
+        assert torch.equal(end[name], start[name]), name
+    for name in ("block.0.weight", "block.1.running_mean", "head.weight"):
+        assert not torch.equal(end[name], start[name]), name
+    for name, value in end.items():
+        # Unpinned running statistics are per rank (DDP broadcasts rank 0's before each forward).
+        if "running" not in name and "num_batches" not in name:
+            assert same_on_every_rank(value), name
+    # The pitfall the recipe avoids: without re-wrapping, block's gradients are never averaged.
+    _, stale = run_schedule(rank, rewrap=False)
+    assert not same_on_every_rank(stale["block.0.weight"])
+
+
+def worker(rank: int, init_file: str) -> None:
+    dist.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE, timeout=timedelta(seconds=60)
+    )
+    try:
+        check_static_policy(rank)
+        check_schedule_under_ddp(rank)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_processes_train_with_a_policy(tmp_path, monkeypatch):
+    monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")  # loopback only
+    context = mp.start_processes(worker, args=(str(tmp_path / "rendezvous"),), nprocs=WORLD_SIZE, join=False, start_method="spawn")
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    try:
+        while not context.join(timeout=1):
+            if time.monotonic() > deadline:
+                pytest.fail(f"the distributed workers did not finish within {DEADLINE_SECONDS} s")
+    finally:
+        for process in context.processes:
+            if process.is_alive():
+                process.kill()
