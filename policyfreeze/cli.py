@@ -35,7 +35,8 @@ MODEL_HELP = "the model: torchvision:NAME, package.module:factory or path/to/fil
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):
-        raise PolicyUsageError(f"{self.prog}: {message} (see '{self.prog} --help')")
+        command = self.prog.partition(" ")[2]  # main() already says "policyfreeze: error:"
+        raise PolicyUsageError(f"{command + ': ' if command else ''}{message} (see '{self.prog} --help')")
 
 
 def _command(commands, name: str, *, help: str, description: str, examples: Sequence[str]) -> argparse.ArgumentParser:
