@@ -227,11 +227,10 @@ def run_fmt(args: argparse.Namespace) -> int:
             _write(Path(path), new)
     if dry_run and changed:
         status = max(status, EXIT_FINDINGS)
-    if path_count := len(changed) + unchanged:
+    if changed or unchanged:
         verb = "would be reformatted" if dry_run else "reformatted"
         done = "already formatted" if dry_run else "left unchanged"
         print(f"{_files(len(changed))} {verb}, {_files(unchanged)} {done}", file=sys.stderr)
-    del path_count
     return status
 
 
