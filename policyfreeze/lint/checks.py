@@ -111,7 +111,7 @@ def no_op_statement(stage: Stage) -> Iterator[Hit]:
                 current = [_param_state(tree.params[i].requires_grad, deciders[i]) for i in reached]
             else:
                 wanted = (statement.verb == "eval", None)
-                current = [(tree.modules[i].pinned, None) if deciders[i] is None else (deciders[i].verb == "eval", None) for i in reached]
+                current = [_module_state(tree.modules[i].pinned, deciders[i]) for i in reached]
             if all(state == wanted for state in current):
                 yield _no_op_hit(statement, len(reached), [deciders[i] for i in reached])
         for index in reached:
@@ -123,6 +123,11 @@ def _param_state(initial: bool, decider: Statement | None) -> tuple[bool, object
     if decider is None:
         return initial, None
     return (True, decider.options) if decider.verb == "unfreeze" else (False, None)
+
+
+def _module_state(initial: bool, decider: Statement | None) -> tuple[bool, None]:
+    # A module's state is its eval pin.
+    return (initial if decider is None else decider.verb == "eval"), None
 
 
 def _no_op_hit(statement: Statement, count: int, before: list[Statement | None]) -> Hit:
