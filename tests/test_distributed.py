@@ -127,3 +127,12 @@ def test_two_processes_train_with_a_policy(tmp_path, monkeypatch):
         for process in context.processes:
             if process.is_alive():
                 process.kill()
+
+
+def test_the_freezer_refuses_a_model_already_wrapped_in_ddp(tmp_path):
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        with pytest.raises(policyfreeze.PolicyError, match="apply the policy to the bare model, then wrap"):
+            policyfreeze.Freezer(DDP(small_cnn()), SCHEDULE)
+    finally:
+        dist.destroy_process_group()

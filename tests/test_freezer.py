@@ -160,6 +160,15 @@ def test_lr_scale_needs_the_freezer_lr():
     )
 
 
+def test_findings_warn_once_not_at_every_stage():
+    with pytest.warns(PolicyWarning, match="did you mean 'layer1'") as caught:
+        freezer = Freezer(resnet18(), "freeze layr1\nat epoch 1 { unfreeze fc }\nat epoch 2 { freeze fc }")
+        optimizer = torch.optim.SGD(freezer.param_groups(), lr=0.1)
+        for epoch in range(3):
+            freezer.update(optimizer, epoch=epoch)
+    assert len([w for w in caught if issubclass(w.category, PolicyWarning)]) == 1
+
+
 def test_an_optimizer_that_refuses_the_new_group_changes_nothing():
     model = tiny()
     freezer = Freezer(model, "freeze all; unfreeze 3\nat epoch 1 { unfreeze 0; freeze 3 }", lr=0.1)
