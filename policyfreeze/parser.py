@@ -299,6 +299,7 @@ def _syntax_error(source: Source, text: str, exc: lark.exceptions.UnexpectedInpu
         word = str(token) if _WORD.fullmatch(str(token)) else ""
         shown = "a new line" if token.type == "_NL" else str(token)
         end = token.end_pos if token.end_pos is not None else offset + 1
+    expected = _closable(expected, text[:offset])
 
     help_text = None
     opener = text[offset : offset + 1]
@@ -357,9 +358,26 @@ def _eof_error(source: Source, text: str, expected: set[str]) -> PolicyError:
         )
     location = source.end_location()
     return PolicySyntaxError(
-        f"the file ends too early, expected {_describe_expected(set(expected))}",
+        f"the file ends too early, expected {_describe_expected(_closable(set(expected), text))}",
         location=location,
     )
+
+
+_CLOSERS = {"RPAR": "(", "RSQB": "[", "RBRACE": "{"}
+
+
+def _closable(expected: set[str], before: str) -> set[str]:
+    """``expected`` without the closing brackets that close nothing open in ``before``.
+
+    The LALR tables merge states, so Lark can list '}' at the top level, ')'
+    outside any parenthesis or ';' inside one; only the innermost open bracket
+    can be closed.
+    """
+    innermost = _unclosed(before)
+    opener = innermost[0] if innermost else None
+    if opener in ("(", "["):  # a statement cannot end, nor take options, inside brackets
+        expected = expected - {"SEMICOLON", "WITH"}
+    return {name for name in expected if _CLOSERS.get(name, opener) == opener}
 
 
 def _unclosed(text: str) -> tuple[str, int] | None:
@@ -437,7 +455,8 @@ class _Builder:
         except ValidationError as exc:
             for error in exc.errors():
                 message = str(error.get("ctx", {}).get("error", error["msg"]))
-                self.fail(message.removeprefix("Value error, "), at, code=code)
+                kind = PolicySyntaxError if code == "PF101" else PolicyValidationError
+                self.fail(message.removeprefix("Value error, "), at, code=code, kind=kind)
             return None
 
     # Statements ------------------------------------------------------------
