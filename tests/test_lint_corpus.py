@@ -65,3 +65,10 @@ def test_corpus_covers_every_code() -> None:
 
 def test_every_case_has_a_golden_file() -> None:
     assert {p.stem for p in CORPUS.glob("*.expected")} == {p.stem for p in CASES}
+
+
+def test_every_finding_has_a_help_line() -> None:
+    for expected in CORPUS.glob("*.expected"):
+        blocks = expected.read_text(encoding="utf-8").split("\n\n")[:-1]  # the last is the summary
+        for block in blocks:
+            assert "\n  = help: " in block, block

@@ -15,13 +15,17 @@ SEVERITIES: tuple[Severity, ...] = ("error", "warning", "info")
 
 @dataclass(frozen=True)
 class Rule:
-    """A finding code: ``name`` is a stable slug, ``staged`` whether it depends on the schedule stage."""
+    """A finding code: ``name`` is a stable slug, ``staged`` whether it depends on the schedule stage.
+
+    ``fix`` is the help line of a finding that brings no more specific one.
+    """
 
     code: str
     name: str
     severity: Severity
     summary: str
     description: str
+    fix: str
     staged: bool = False
 
     @property
@@ -39,6 +43,7 @@ RULES: dict[str, Rule] = {
             "Syntax error",
             "The text is not a policy: an unknown word, a missing separator, an unclosed bracket, "
             "regex or quote, or a keyword used as a name without quotes.",
+            "a statement is VERB SELECTOR [with OPTIONS], ended by ';' or a new line",
         ),
         Rule(
             "PF102",
@@ -47,6 +52,7 @@ RULES: dict[str, Rule] = {
             "Invalid regular expression",
             "A match /REGEX/ that RE2 cannot compile (a syntax error, or a construct such as a "
             "backreference that could backtrack catastrophically), or an unknown regex flag.",
+            "regexes use RE2 syntax (no backreferences or lookaround); the only flag is 'i'",
         ),
         Rule(
             "PF103",
@@ -54,6 +60,7 @@ RULES: dict[str, Rule] = {
             "error",
             "Invalid slice",
             "A children[SLICE] whose step is 0, or an empty slice children[].",
+            "a slice is start:stop:step as in Python, with a step other than 0: children[0:2], children[::2]",
         ),
         Rule(
             "PF104",
@@ -62,6 +69,7 @@ RULES: dict[str, Rule] = {
             "Unknown or invalid option",
             "A with-option that is not lr, lr_scale or weight_decay, is given twice, or has a "
             "value out of range (lr and lr_scale positive, weight_decay 0 or more, all finite).",
+            "options are lr and lr_scale (positive numbers) and weight_decay (0 or more), each given once",
         ),
         Rule(
             "PF105",
@@ -69,6 +77,7 @@ RULES: dict[str, Rule] = {
             "error",
             "Options on a verb other than unfreeze, or lr with lr_scale",
             "Only unfreeze takes options, and lr (absolute) and lr_scale (relative) exclude each other.",
+            "give options to unfreeze only, with lr or lr_scale but not both",
         ),
         Rule(
             "PF106",
@@ -76,6 +85,7 @@ RULES: dict[str, Rule] = {
             "error",
             "at epoch and at step in one file",
             "A schedule counts in one unit: every block of a file is 'at epoch N' or every block is 'at step N'.",
+            "use one unit per file",
         ),
         Rule(
             "PF201",
@@ -84,6 +94,7 @@ RULES: dict[str, Rule] = {
             "Statement selects nothing in this model",
             "No parameter (for freeze/unfreeze) or module (for eval/train) of the model is in the "
             "statement's selection: usually a misspelt name or a policy written for another model.",
+            "compare with the model's names: 'policyfreeze plan POLICY --model SPEC --format tree' shows them",
         ),
         Rule(
             "PF202",
@@ -92,6 +103,7 @@ RULES: dict[str, Rule] = {
             "Statement is dead: every parameter it reaches is decided again later",
             "The last statement that reaches a parameter decides it. Every parameter (or module) this "
             "statement reaches is reached again by a later statement, so it has no effect.",
+            "remove the statement, or move it after the statements that override it",
         ),
         Rule(
             "PF203",
@@ -100,6 +112,7 @@ RULES: dict[str, Rule] = {
             "Statement changes nothing",
             "What the statement reaches is already in the state it sets, given the model as built and "
             "the statements before it.",
+            "remove the statement if nothing else was meant",
         ),
         Rule(
             "PF204",
@@ -108,6 +121,7 @@ RULES: dict[str, Rule] = {
             "Tied parameter reached under names that are decided differently",
             "One tensor is registered under several names (tied weights). Statements decide it "
             "differently under different names; the last of them wins for the tensor under every name.",
+            "decide every name of a tied tensor the same way",
             staged=True,
         ),
         Rule(
@@ -116,6 +130,7 @@ RULES: dict[str, Rule] = {
             "error",
             "The policy leaves no parameter trainable",
             "After the policy every parameter is frozen: an optimizer would have nothing to train.",
+            "unfreeze the parameters to train",
             staged=True,
         ),
         Rule(
@@ -125,6 +140,7 @@ RULES: dict[str, Rule] = {
             "Normalization layer frozen but its running statistics still update",
             "A BatchNorm-like layer's parameters end up frozen, but the layer is not pinned with "
             "'eval', so model.train() still updates its running mean and variance.",
+            "pin the layers in eval mode with an 'eval' statement",
             staged=True,
         ),
         Rule(
@@ -134,6 +150,7 @@ RULES: dict[str, Rule] = {
             "Unfreezing a parameter whose dtype cannot require gradients",
             "Only floating-point and complex tensors can require gradients; unfreezing an integer or "
             "boolean parameter fails when the policy is applied.",
+            "leave the parameter out of the unfreeze with 'except'",
             staged=True,
         ),
     )

@@ -88,7 +88,7 @@ def findings_from_error(error: PolicyError) -> list[Finding]:
                 location,
                 location.line,
                 location.end_column or location.column + 1,
-                item.help,
+                item.help or RULES[code].fix,
             )
         )
     return sorted(found, key=Finding.sort_key)
@@ -121,7 +121,7 @@ def _finding(source: Source, analysis: Analysis, hit: Hit, points: tuple[int, ..
         source.location(span.offset, span.end_offset),
         end_line,
         end_column,
-        hit.help,
+        hit.help or RULES[hit.code].fix,
         stages,
     )
 

@@ -168,7 +168,7 @@ def _sarif_rule(rule) -> dict:
         "name": rule.name,
         "shortDescription": {"text": rule.summary},
         "fullDescription": {"text": rule.description},
-        "help": {"text": f"{rule.description} See docs/cli.md ({rule.code}) for an example and the fix."},
+        "help": {"text": f"{rule.description} Fix: {rule.fix}. See docs/cli.md ({rule.code}) for an example."},
         "defaultConfiguration": {"level": _SARIF_LEVEL[rule.severity]},
         "properties": {"tags": ["policyfreeze", "model-aware" if rule.needs_model else "syntax"]},
     }
