@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 import torchvision
+from hypothesis import HealthCheck, given, settings
+from policy_strategies import policies
 
 from policyfreeze.lint import RULES, filter_codes, lint
 from policyfreeze.lint.checks import CHECKS
@@ -161,6 +163,9 @@ NOQA_CASES = [
     ("# noqa: pf201 PF203", frozenset({"PF201", "PF203"})),
     ("# why this is fine  # noqa: PF202", frozenset({"PF202"})),
     ("# noqa: PF202 (reason)", frozenset({"PF202"})),
+    ("# noqa: PF201  # noqa: PF203", frozenset({"PF201", "PF203"})),
+    ("# noqa: PF201  # noqa", None),
+    ("# noqa  # noqa: PF201", None),
     ("# noqa:", "absent"),  # no code after the colon: silences nothing
     ("# noqaa", "absent"),
     ("# a comment", "absent"),
@@ -255,3 +260,26 @@ def test_import_policyfreeze_does_not_import_torch() -> None:
     imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line}
     assert "policyfreeze.lint.linter" in imported
     assert not {name for name in imported if name.split(".")[0] in ("torch", "torchvision")}
+
+
+# --- properties over generated policies ---------------------------------------------------
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(policies())
+def test_lint_of_generated_policies_is_positioned_sorted_and_manifest_exact(text: str) -> None:
+    from policy_strategies import fuzz_tree
+
+    from policyfreeze.manifest import from_tree, to_tree
+
+    source = Source("p.freeze", text)
+    tree = fuzz_tree()
+    findings = list(lint(source, tree))
+    assert findings == sorted(findings, key=Finding.sort_key)
+    lines = source.text.count("\n") + 1
+    for f in findings:
+        assert 1 <= f.line <= f.end_line <= lines
+        assert f.help
+    assert list(lint(source, to_tree(from_tree(tree)))) == findings
+    silenced = "\n".join(line + "  # noqa" for line in source.text.split("\n"))
+    assert [f.code for f in lint(Source("p.freeze", silenced), tree)] == []

@@ -140,13 +140,12 @@ def noqa_lines(comments: Iterable[Comment]) -> dict[int, frozenset[str] | None]:
     """
     lines: dict[int, frozenset[str] | None] = {}
     for comment in comments:
-        match = _NOQA.search(comment.text)
-        if match is None:
-            continue
-        if match["colon"] is None:
-            lines[comment.line] = None
-        elif match["codes"]:
-            lines[comment.line] = frozenset(code.upper() for code in re.findall(r"[A-Za-z]+[0-9]+", match["codes"]))
+        for match in _NOQA.finditer(comment.text):
+            if match["colon"] is None:
+                lines[comment.line] = None
+            elif match["codes"] and lines.get(comment.line, frozenset()) is not None:
+                codes = {code.upper() for code in re.findall(r"[A-Za-z]+[0-9]+", match["codes"])}
+                lines[comment.line] = lines.get(comment.line, frozenset()) | codes
     return lines
 
 
