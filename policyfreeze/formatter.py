@@ -17,8 +17,10 @@ a ``# noqa``, which stays on the statement's line.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .errors import PolicyError
@@ -134,42 +136,33 @@ class _Layout:
         self.previous_end: int | None = None  # source line where the last emitted thing ended
 
     def render(self) -> str:
-        events: list[tuple[int, int, object]] = []  # (offset, order, event)
+        statements = sorted(self.policy.all_statements(), key=lambda s: s.span.offset)
+        starts = [s.span.offset for s in statements]
+        blocks = self.policy.blocks  # in file order, never nested
+        block_starts = [b.span.offset for b in blocks]
+        comment_offsets = [c.offset for c in self.comments]
         inner: dict[int, list[Comment]] = {}
-        spans = [(s.span.offset, s.span.end_offset, s) for s in self.policy.all_statements()]
+        # (offset, handler, arguments): everything to lay out, called in file order.
+        events: list[tuple[int, Callable, tuple]] = []
         for comment in self.comments:
-            owner = next((s for start, end, s in spans if start < comment.offset < end), None)
+            owner = _containing(statements, starts, comment.offset)
             if owner is not None:
                 inner.setdefault(id(owner), []).append(comment)
             else:
-                events.append((comment.offset, 0, comment))
-        for statement in self.policy.statements:
-            events.append((statement.span.offset, 0, (statement, 0)))
-        for block in self.policy.blocks:
-            events.append((block.span.offset, 0, ("open", block)))
-            events.append((block.span.end_offset - 1, 0, ("close", block)))
-            for statement in block.statements:
-                events.append((statement.span.offset, 0, (statement, 1)))
-        events.sort(key=lambda event: event[0])
-        blocks = [(b.span.offset, b.span.end_offset) for b in self.policy.blocks]
-        comment_offsets = [c.offset for c in self.comments]
-        self.empty_blocks = {
-            id(b)
-            for b in self.policy.blocks
-            if not b.statements and not any(b.span.offset < c < b.span.end_offset for c in comment_offsets)
-        }
-
-        for offset, _, event in events:
-            if isinstance(event, Comment):
-                depth = sum(start < offset < end for start, end in blocks)
-                self.comment(event, depth)
-            elif event[0] == "open":
-                self.open_block(event[1])
-            elif event[0] == "close":
-                self.close_block(event[1])
-            else:
-                statement, depth = event
-                self.statement(statement, depth, inner.get(id(statement), []))
+                depth = int(_containing(blocks, block_starts, comment.offset) is not None)
+                events.append((comment.offset, self.comment, (comment, depth)))
+        for statement in statements:
+            depth = int(statement.stage is not None)
+            events.append((statement.span.offset, self.statement, (statement, depth, inner.get(id(statement), []))))
+        self.empty_blocks = set()
+        for block in blocks:
+            first = bisect.bisect_right(comment_offsets, block.span.offset)
+            if not block.statements and not (first < len(comment_offsets) and comment_offsets[first] < block.span.end_offset):
+                self.empty_blocks.add(id(block))
+            events.append((block.span.offset, self.open_block, (block,)))
+            events.append((block.span.end_offset - 1, self.close_block, (block,)))
+        for _, handler, arguments in sorted(events, key=lambda event: event[0]):
+            handler(*arguments)
         return "".join(line.text.rstrip() + "\n" for line in self.lines)
 
     def _emit(
@@ -236,6 +229,14 @@ class _Layout:
             return  # closed on its opening line
         line = self.source.line_col(block.span.end_offset - 1)[0]
         self._emit("}", line, line, closes=True)
+
+
+def _containing(items, starts: list[int], offset: int):
+    """The item (statement or block, sorted by start) whose span strictly contains ``offset``."""
+    index = bisect.bisect_right(starts, offset) - 1
+    if index >= 0 and starts[index] < offset < items[index].span.end_offset:
+        return items[index]
+    return None
 
 
 # --- structure ----------------------------------------------------------------

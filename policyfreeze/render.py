@@ -10,10 +10,12 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .report import _delta, _shape, _state, model_class
 from .term import paint
 
 if TYPE_CHECKING:
     from .report import Report
+    from .resolver import Decision
     from .tree import ModelTree
 
 MAX_MARKDOWN_ROWS = 200
@@ -26,8 +28,6 @@ _STATE_STYLE = {"trainable": ("green",), "frozen": ("cyan",), "partial": ("yello
 
 def format_markdown(report: Report) -> str:
     """The diff report as GitHub-flavoured Markdown, ready to post on a pull request."""
-    from .report import _delta, _shape, _state, model_class
-
     plan = report.plan
     stage = f" at {plan.policy.unit} {plan.at}" if plan.policy.unit else ""
     before, after = report.before, report.after
@@ -79,7 +79,8 @@ def _pin(pinned: bool) -> str:
     return "pinned eval" if pinned else "follows train()"
 
 
-def md_decision(decision) -> str:
+def md_decision(decision: Decision | None) -> str:
+    """The deciding statement as a Markdown cell."""
     if decision is None:
         return "–"
     return f"{md_code(decision.text)} ({html.escape(decision.where())})"
