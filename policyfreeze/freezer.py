@@ -319,15 +319,20 @@ def _transition(held: set[str], previous: Plan, plan: Plan, lr: float | None, we
 
 
 def _apply_to_optimizer(optimizer: Any, plan: Plan, ops: list[_Step]):
-    """Carry out ``ops`` on ``optimizer``; returns the function that undoes it. All-or-nothing."""
+    """Carry out ``ops`` on ``optimizer``; returns the function that undoes it. All-or-nothing.
+
+    An optimizer built from named parameters (torch ≥ 2.6 keeps ``param_names``)
+    stays named: new groups name their tensors too.
+    """
     tensors = _tensors_by_name(plan)
-    before = [list(group["params"]) for group in optimizer.param_groups]
+    before = [{key: list(group[key]) for key in ("params", "param_names") if key in group} for group in optimizer.param_groups]
+    named = any("param_names" in group for group in optimizer.param_groups)
     dropped_state: dict[Any, Any] = {}
 
     def undo() -> None:
         del optimizer.param_groups[len(before) :]
-        for group, params in zip(optimizer.param_groups, before):
-            group["params"] = params
+        for group, saved in zip(optimizer.param_groups, before):
+            group.update(saved)
         optimizer.state.update(dropped_state)
 
     try:
@@ -335,15 +340,16 @@ def _apply_to_optimizer(optimizer: Any, plan: Plan, ops: list[_Step]):
             drop = {id(tensors[name]) for name in op.drop}
             forget = {id(tensors[name]) for name in op.removed}
             for group in optimizer.param_groups:
-                kept = []
-                for tensor in group["params"]:
-                    if id(tensor) not in drop:
-                        kept.append(tensor)
-                    elif id(tensor) in forget and tensor in optimizer.state:
+                keep = [id(tensor) not in drop for tensor in group["params"]]
+                for tensor, kept in zip(group["params"], keep):
+                    if not kept and id(tensor) in forget and tensor in optimizer.state:
                         dropped_state[tensor] = optimizer.state.pop(tensor)
-                group["params"] = kept
+                for key in ("params", "param_names"):
+                    if key in group:
+                        group[key] = [item for item, kept in zip(group[key], keep) if kept]
             for options, names in op.new_groups:
-                optimizer.add_param_group({"params": [tensors[name] for name in names], **options})
+                params = [(name, tensors[name]) if named else tensors[name] for name in names]
+                optimizer.add_param_group({"params": params, **options})
     except Exception as exc:
         undo()
         if isinstance(exc, PolicyError):

@@ -169,16 +169,39 @@ def test_findings_warn_once_not_at_every_stage():
     assert len([w for w in caught if issubclass(w.category, PolicyWarning)]) == 1
 
 
+class Picky(torch.optim.SGD):
+    """An optimizer that takes no groups after construction."""
+
+    def add_param_group(self, param_group):
+        if self.param_groups:
+            raise ValueError("no more groups, please")
+        super().add_param_group(param_group)
+
+
 def test_an_optimizer_that_refuses_the_new_group_changes_nothing():
     model = tiny()
-    freezer = Freezer(model, "freeze all; unfreeze 3\nat epoch 1 { unfreeze 0; freeze 3 }", lr=0.1)
-    # Named parameters: torch refuses to mix in an unnamed group.
-    optimizer = torch.optim.SGD([("3.weight", model[3].weight), ("3.bias", model[3].bias)], lr=0.1)
-    before = (flags(model), layout(model, optimizer.param_groups))
-    with pytest.raises(PolicyUsageError, match="nothing was changed: all optimizer param groups should be with/without names"):
+    freezer = Freezer(model, "freeze all; unfreeze 2, 3\nat epoch 1 { unfreeze 0; freeze 2 }", lr=0.1)
+    optimizer = Picky(freezer.param_groups(), momentum=0.9)
+    model(torch.randn(4, 2)).sum().backward()
+    optimizer.step()
+    before = (flags(model), layout(model, optimizer.param_groups), dict(optimizer.state))
+    with pytest.raises(PolicyUsageError, match="failed and nothing was changed: no more groups, please"):
         freezer.update(optimizer, epoch=1)
-    assert (flags(model), layout(model, optimizer.param_groups)) == before
+    assert (flags(model), layout(model, optimizer.param_groups), dict(optimizer.state)) == before
     assert freezer.at == 0
+
+
+def test_an_optimizer_of_named_parameters_stays_named():
+    model = tiny()
+    freezer = Freezer(model, "freeze all; unfreeze 2, 3\nat epoch 1 { unfreeze 0; freeze 2.0 }", lr=0.1)
+    optimizer = torch.optim.SGD([(n, p) for n, p in model.named_parameters() if p.requires_grad], lr=0.1)
+    freezer.update(optimizer, epoch=1)
+    assert [g["param_names"] for g in optimizer.param_groups] == [
+        ["2.1.weight", "2.1.bias", "3.weight", "3.bias"],
+        ["0.weight", "0.bias"],
+    ]
+    assert [layout(model, [g])[0][1] for g in optimizer.param_groups] == [g["param_names"] for g in optimizer.param_groups]
+    assert policyfreeze.check_optimizer(model, optimizer) == ()
 
 
 def test_a_fault_applying_the_stage_restores_the_optimizer(monkeypatch):
