@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.lark import from_lark
 
 from policyfreeze.errors import PolicyError
+from policyfreeze.formatter import format_source, structure
 from policyfreeze.lint.linter import lint
 from policyfreeze.parser import grammar_text, parse_source
 from policyfreeze.resolver import evaluate
@@ -199,10 +200,11 @@ def any_policy_text() -> st.SearchStrategy[str]:
 
 
 def check_input(text: str) -> None:
-    """Parse, and when the text is a policy resolve and lint it against fuzz_tree().
+    """Parse; when the text is a policy, resolve and lint it against fuzz_tree() and format it.
 
     A ``PolicyError`` with a position inside the input is a correct answer;
-    any other exception escapes and is a bug.
+    any other exception escapes and is a bug, and so is a formatting that
+    changes the policy or is not idempotent.
     """
     source = Source("<fuzz>", text)
     try:
@@ -221,6 +223,9 @@ def check_input(text: str) -> None:
             str(problem)
     for finding in lint(source, tree):
         assert finding.location.source == "<fuzz>"
+    formatted = format_source(source)
+    assert structure(parse_source(Source("<fmt>", formatted))) == structure(policy), formatted
+    assert format_source(Source("<fmt>", formatted)) == formatted
 
 
 def check_location(source: Source, error: PolicyError) -> None:
