@@ -115,7 +115,9 @@ class _Stats:
 def format_tree(report: Report, *, color: bool = False) -> str:
     """The module tree with each subtree's state and parameter counts.
 
-    A subtree that is all trainable or all frozen is one line; so is a subtree
+    A tensor reachable under several names counts in each subtree that names
+    it, and once in the model's total. A subtree that is all trainable or all
+    frozen is one line; so is a subtree
     where a parameter's state follows from its own name alone (BitFit:
     ``trainable: bias``). Three or more consecutive siblings alike (same
     class and state, or same structure) collapse into one line. ``[eval]``
@@ -186,6 +188,17 @@ class _TreeView:
         return rows
 
     def _state(self, group: list[int], *, summarise: bool) -> tuple[str, _Stats]:
+        if group == [0]:
+            # The whole model: a tied tensor counts once, as in the report's totals.
+            params = self.tree.params
+            numel = [p.numel for p in params]
+            total = _Stats(
+                len(params),
+                sum(self.flags),
+                sum(numel),
+                sum(n for n, flag in zip(numel, self.flags) if flag),
+            )
+            return total.state, total
         stats = [self.stats(n) for n in group]
         total = _Stats(*(sum(getattr(s, f) for s in stats) for f in ("tensors", "trainable_tensors", "numel", "trainable_numel")))
         state = total.state

@@ -318,6 +318,17 @@ def test_plan_tree_collapses_alike_siblings(capsys, policy) -> None:
     assert len(out.splitlines()) == 9
 
 
+def test_plan_tree_counts_a_shared_module_in_each_subtree_and_once_in_the_total(policy, capsys) -> None:
+    shared = f"{ROOT / 'tests' / 'models.py'}:shared"
+    status, out, _ = run(["plan", policy("unfreeze all\nfreeze a\n"), "--model", shared, "--format", "tree"], capsys)
+    assert out.splitlines() == [
+        "Shared          partial    6 of 12 trainable",
+        "├── a (Linear)  frozen     6",
+        "├── b (Linear)  frozen     6",
+        "└── c (Linear)  trainable  6",
+    ]
+
+
 def test_plan_markdown(policy, capsys) -> None:
     status, out, _ = run(["plan", policy(CONVNET_POLICY), "--model", CONVNET, "--format", "markdown"], capsys)
     assert status == 0

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import models
 import pytest
 import torchvision
 from hypothesis import HealthCheck, given, settings
@@ -45,6 +46,7 @@ def trees() -> dict[str, ModelTree]:
         "tied": ModelTree.from_module(corpus_models.tied()),
         "quantized": ModelTree.from_module(corpus_models.quantized()),
         "convnet": ModelTree.from_module(corpus_models.convnet()),
+        "shared": ModelTree.from_module(models.shared()),  # one Linear registered as a and b
     }
 
 
@@ -77,6 +79,7 @@ CHECK_CASES = [
     ("tied", "unfreeze embed\nfreeze head", [("PF202", 1), ("PF203", 1), ("PF204", 1)]),
     ("tied", "freeze all\nunfreeze embed, head", []),
     ("tied", "freeze embed", []),  # one name reached: nothing decides the other differently
+    ("shared", "freeze all\nunfreeze a", [("PF204", 1)]),  # one finding for both tensors of the module
     # PF205: nothing left to train (not for a model without parameters to begin with).
     ("resnet18", "freeze all\neval type(BatchNorm2d)", [("PF205", 1)]),
     ("resnet18", "freeze all except fc\nfreeze fc\neval type(BatchNorm2d)", [("PF205", 2)]),
@@ -97,6 +100,14 @@ CHECK_CASES = [
 @pytest.mark.parametrize(("model", "policy", "expected"), CHECK_CASES)
 def test_check(trees, model: str, policy: str, expected) -> None:
     assert found(policy, trees[model]) == expected
+
+
+def test_tied_conflicts_between_two_statements_are_one_finding(trees) -> None:
+    [finding] = lint(Source("p.freeze", "freeze all\nunfreeze a"), trees["shared"])
+    assert finding.message == (
+        "'freeze all' freezes 2 tied parameters (b.weight, b.bias), but they are the same tensors as "
+        "a.weight, a.bias, which the later 'unfreeze a' (line 2) unfreezes: they end up trainable"
+    )
 
 
 def test_every_model_aware_code_has_a_check() -> None:

@@ -150,9 +150,14 @@ def _no_op_hit(statement: Statement, count: int, before: list[Statement | None])
 
 @check("PF204")
 def tied_parameter_conflict(stage: Stage) -> Iterator[Hit]:
-    """A tensor with several names whose names are decided differently."""
+    """A tensor with several names whose names are decided differently.
+
+    One hit per pair of statements at odds (the one overridden, the one that
+    decides), listing every tied name between them.
+    """
     tree = stage.tree
     statements = [s for s in stage.statements if acts_on_params(s)]
+    conflicts: dict[tuple[int, int], tuple[Statement, Statement, list[tuple[str, str]]]] = {}
     for param_id, nodes in stage.analysis.tied_nodes.items():
         final = stage.param_deciders[param_id]
         if final is None:
@@ -163,16 +168,30 @@ def tied_parameter_conflict(stage: Stage) -> Iterator[Hit]:
             if decider is not None:
                 by_name[tree.names[node]] = decider
         winner_name = next(name for name, s in by_name.items() if s is final)
-        state = "trainable" if final.verb == "unfreeze" else "frozen"
         for name, decider in by_name.items():
-            if decider.verb == final.verb:
-                continue
+            if decider.verb != final.verb:
+                pair = conflicts.setdefault((id(decider), id(final)), (decider, final, []))
+                pair[2].append((name, winner_name))
+    for decider, final, names in conflicts.values():
+        state = "trainable" if final.verb == "unfreeze" else "frozen"
+        if len(names) == 1:
+            [(name, winner)] = names
             yield Hit(
                 "PF204",
                 decider,
-                f"{quoted(decider)} {decider.verb}s '{name}', but that tensor is tied to '{winner_name}', "
+                f"{quoted(decider)} {decider.verb}s '{name}', but that tensor is tied to '{winner}', "
                 f"which the later {cited(final)} {final.verb}s: it ends up {state}",
-                f"'{name}' and '{winner_name}' are one tensor: decide all of its names the same way",
+                f"'{name}' and '{winner}' are one tensor: decide all of its names the same way",
+            )
+        else:
+            yield Hit(
+                "PF204",
+                decider,
+                f"{quoted(decider)} {decider.verb}s {len(names)} tied parameters "
+                f"({names_list([n for n, _ in names])}), but they are the same tensors as "
+                f"{names_list([w for _, w in names])}, which the later {cited(final)} {final.verb}s: "
+                f"they end up {state}",
+                "a tied tensor is one parameter under several names: decide all of its names the same way",
             )
 
 
