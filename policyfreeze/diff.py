@@ -32,19 +32,19 @@ class StateChange:
 
 @dataclass(frozen=True)
 class PlanDiff:
+    """What differs between two plans for one model, in parameter (module) order."""
+
     old: Plan
     new: Plan
     requires_grad: tuple[StateChange, ...]
     options: tuple[StateChange, ...]
     pins: tuple[StateChange, ...]
 
-    def counts(self, plan: Plan) -> Counts:
+    @staticmethod
+    def counts(plan: Plan) -> Counts:
+        """Total and trainable parameter elements of one side."""
         params = plan.tree.params
         return Counts(sum(p.numel for p in params), sum(p.numel for p in params if plan.requires_grad[p.name]))
-
-    @property
-    def empty(self) -> bool:
-        return not (self.requires_grad or self.options or self.pins)
 
 
 def diff_plans(old: Plan, new: Plan) -> PlanDiff:
