@@ -474,3 +474,17 @@ def test_pre_commit_hook_entries_run(hook_id: str, text: str, expected_status: i
 
 def test_parser_builds() -> None:
     assert build_parser().prog == "policyfreeze"
+
+
+# --- every command on every policy in policies/ -------------------------------------------------
+
+
+@pytest.mark.parametrize("path", sorted(POLICIES.glob("*.freeze")), ids=lambda p: p.name)
+def test_every_command_works_on_the_shipped_policies(path: Path, capsys) -> None:
+    assert run(["lint", path], capsys)[0] == 0
+    assert run(["lint", path, "--model", RESNET], capsys)[0] == 0  # warnings and info only
+    for fmt in ("text", "json", "markdown", "tree"):
+        assert run(["plan", path, "--model", RESNET, "--format", fmt], capsys)[0] == 0
+    assert run(["explain", path, "--model", RESNET, "fc.weight", "layer1", "bn1"], capsys)[0] == 0
+    assert run(["diff", PROBE, path, "--model", RESNET, "--format", "markdown"], capsys)[0] == 0
+    assert run(["fmt", "--check", path], capsys)[0] in (0, 1)
