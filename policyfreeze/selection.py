@@ -8,6 +8,7 @@ then set operators combine intervals without ever listing nodes one by one.
 
 from __future__ import annotations
 
+import bisect
 import fnmatch
 import functools
 import itertools
@@ -27,7 +28,7 @@ from .rules import (
     TypeSelector,
     UnionSelector,
 )
-from .tree import ModelTree
+from .tree import ModelTree, NameLines
 
 Intervals = list[tuple[int, int]]
 
@@ -57,9 +58,11 @@ def matches(tree: ModelTree, selector) -> list[int]:
     if isinstance(selector, AllSelector):
         return [0] if len(tree) else []
     if isinstance(selector, GlobSelector):
-        return _first_matches(tree.dotted_names, glob_regex(selector.pattern).fullmatch, tree.ends)
+        return _glob_matches(tree, selector.pattern, below_matches=False)
     if isinstance(selector, RegexSelector):
-        return _first_matches(tree.names, compile_regex(selector.pattern, selector.ignore_case).search, tree.ends)
+        scanner = _regex_scanner(selector.pattern, selector.ignore_case)
+        search = compile_regex(selector.pattern, selector.ignore_case).search
+        return _name_matches(tree.names, tree.name_lines, scanner, search, tree.ends)
     if isinstance(selector, TypeSelector):
         return _match_types(tree, selector.pattern)
     if isinstance(selector, ChildrenSelector):
@@ -67,41 +70,101 @@ def matches(tree: ModelTree, selector) -> list[int]:
     raise TypeError(f"not an atomic selector: {selector!r}")
 
 
-def _first_matches(names: list[str], test, ends: list[int]) -> list[int]:
-    # A matched node brings its subtree anyway: skip testing below it.
+def _glob_matches(tree: ModelTree, pattern: str, *, below_matches: bool) -> list[int]:
+    """Nodes whose dotted name ``pattern`` matches; nodes below a match only if ``below_matches``."""
+    if not _WILDCARD.search(pattern) and len(tree.node_by_name) == len(tree):
+        node = tree.node_by_name.get(pattern)  # a plain name is one lookup, not a scan
+        return [] if node is None else [node]
+    ends = None if below_matches else tree.ends
+    return _name_matches(
+        tree.dotted_names, tree.dotted_name_lines, _glob_scanner(pattern), glob_regex(pattern).fullmatch, ends
+    )
+
+
+_WILDCARD = re.compile(r"[*?\[]")
+
+
+def _name_matches(names: list[str], lines: NameLines, scanner, test, ends: list[int] | None) -> list[int]:
+    """Nodes whose name passes ``test``, ascending; with ``ends``, none inside a found node's subtree.
+
+    ``scanner``, when there is one, finds the same lines in one pass over
+    ``lines`` (a regex run per name costs a call per name).
+    """
+    if scanner is None or not lines.exact:
+        return _name_matches_one_by_one(names, test, ends)
+    return _scan(lines, scanner, lambda node: test(names[node]) is not None, ends)
+
+
+def _name_matches_one_by_one(names: list[str], test, ends: list[int] | None) -> list[int]:
     found: list[int] = []
     node, count = 0, len(names)
     while node < count:
         if test(names[node]):
             found.append(node)
-            node = ends[node]
+            # A matched node brings its subtree anyway: skip testing below it.
+            node = ends[node] if ends is not None else node + 1
         else:
             node += 1
     return found
 
 
-def _match_types(tree: ModelTree, pattern: str) -> list[int]:
-    by_class: dict[tuple[str, ...], bool] = {}
+#: Below this many nodes a found subtree is skipped by ignoring its matches; above, by a new scan.
+_RESCAN_SPAN = 64
+
+
+def _scan(lines: NameLines, scanner, test, ends: list[int] | None) -> list[int]:
+    """``_name_matches`` by scanning the joined names.
+
+    ``scanner`` matches at most once per line. A match that stays on its line
+    is a match of that name (the line is the name, ``^``/``$`` are line
+    anchors); one that runs past its line's end proves nothing, so ``test``
+    decides that name alone and the scan starts again on the next line: no
+    name is missed, and none is taken on a match that is not its own.
+    """
+    text, starts = lines.text, lines.starts
+    count = len(starts) - 1
     found: list[int] = []
-    for node, (name, is_param) in enumerate(zip(tree.names, tree.is_param)):
-        if is_param:
-            continue
-        classes = tree.modules[tree.ids[node]].classes
-        hit = by_class.get(classes)
-        if hit is None:
-            hit = by_class[classes] = any(fnmatch.fnmatchcase(c, pattern) for c in classes)
-        if hit:
+    resume = 0  # every node before this one is decided
+    while resume < count:
+        for match in scanner.finditer(text, starts[resume]):
+            start, end = match.span()
+            node = bisect.bisect_right(starts, start, resume) - 1
+            if node < resume:  # inside a found subtree
+                if end > starts[resume]:
+                    break  # it ran on into lines still to decide: scan them again
+                continue
+            if end >= starts[node + 1]:
+                if test(node):
+                    found.append(node)
+                    resume = ends[node] if ends is not None else node + 1
+                else:
+                    resume = node + 1
+                break
             found.append(node)
+            resume = ends[node] if ends is not None else node + 1
+            if resume - node > _RESCAN_SPAN:
+                break
+        else:
+            return found
     return found
+
+
+def _match_types(tree: ModelTree, pattern: str) -> list[int]:
+    groups = [
+        nodes
+        for classes, nodes in tree.module_nodes_by_classes.items()
+        if any(fnmatch.fnmatchcase(name, pattern) for name in classes)
+    ]
+    return sorted(itertools.chain.from_iterable(groups))
 
 
 def _match_children(tree: ModelTree, selector: ChildrenSelector) -> list[int]:
     if selector.parent is None:
         parents = [0] if len(tree) else []
     else:
-        test = glob_regex(selector.parent.pattern).fullmatch
         # Every matching module, even one below another match: each has its own children.
-        parents = [n for n, name in enumerate(tree.dotted_names) if not tree.is_param[n] and test(name)]
+        matched = _glob_matches(tree, selector.parent.pattern, below_matches=True)
+        parents = [node for node in matched if not tree.is_param[node]]
     picked = {child for parent in parents for child in selector.slice.pick(tree.children[parent])}
     return sorted(picked)
 
@@ -267,6 +330,97 @@ def _class_regex(body: str) -> str:
     if not members:
         return "[^.]" if negate else "(?!)"
     return ("[^." if negate else "[") + "".join(members) + "]"
+
+
+@functools.lru_cache(maxsize=1024)
+def _glob_scanner(pattern: str):
+    """The glob as one RE2 regex over ``NameLines`` of dotted names, or None when it has none.
+
+    The same language as ``glob_regex`` (a test holds them equal), written for
+    a scan: anchored to a line, wildcards never cross a newline, and RE2's
+    linear time needs no atomic groups.
+    """
+    parts: list[str] = []
+    for segment in pattern.split("."):
+        if segment not in ("*", "**"):
+            parts.append(r"\." + _scan_segment(segment))
+        elif not parts or parts[-1] != _SCAN_ANY_SEGMENTS:
+            parts.append(_SCAN_ANY_SEGMENTS)
+    try:
+        return re2.compile("(?m)^" + "".join(parts) + "$", regex_options())
+    except re2.error:
+        return None
+
+
+_SCAN_ANY_SEGMENTS = r"(?:\.[^.\n]*)*"
+
+
+def _scan_segment(segment: str) -> str:
+    # fnmatch within one segment, tokenized exactly as _segment_regex does.
+    out: list[str] = []
+    i, n = 0, len(segment)
+    while i < n:
+        ch = segment[i]
+        i += 1
+        if ch == "*":
+            out.append(r"[^.\n]*")
+        elif ch == "?":
+            out.append(r"[^.\n]")
+        elif ch == "[":
+            j = i + (segment[i : i + 1] == "!")
+            j += segment[j : j + 1] == "]"
+            close = segment.find("]", j)
+            if close < 0:
+                out.append(_scan_literal("["))
+            else:
+                out.append(_scan_class(segment[i:close]))
+                i = close + 1
+        else:
+            out.append(_scan_literal(ch))
+    return "".join(out)
+
+
+def _scan_class(body: str) -> str:
+    negate = body.startswith("!")
+    body = body[1:] if negate else body
+    members: list[str] = []
+    i = 0
+    while i < len(body):
+        if i + 2 < len(body) and body[i + 1] == "-":
+            low, high = body[i], body[i + 2]
+            if low <= high:
+                members.append(f"{_scan_literal(low)}-{_scan_literal(high)}")
+            i += 3
+        else:
+            members.append(_scan_literal(body[i]))
+            i += 1
+    if negate:
+        return r"[^.\n" + "".join(members) + "]"
+    return "[" + "".join(members) + "]" if members else r"[^\x00-\x{10FFFF}]"  # nothing
+
+
+def _scan_literal(ch: str) -> str:
+    return ch if ch.isascii() and (ch.isalnum() or ch == "_") else f"\\x{{{ord(ch):x}}}"
+
+
+#: RE2 syntax that anchors to the whole text rather than a line: such a regex is run per name.
+_TEXT_ANCHORED = re.compile(r"\\[Az]|\(\?[A-Za-z]*-[A-Za-z]*m")
+
+
+@functools.lru_cache(maxsize=1024)
+def _regex_scanner(pattern: str, ignore_case: bool):
+    """``match /pattern/`` as one RE2 regex over ``NameLines``, or None when it must run per name.
+
+    ``^``/``$`` become line anchors, and the rest of the line is consumed so a
+    line matches once.
+    """
+    if _TEXT_ANCHORED.search(pattern):
+        return None
+    flags = "(?m)(?i)" if ignore_case else "(?m)"
+    try:
+        return re2.compile(flags + "(?:" + pattern + r")[^\n]*", regex_options())
+    except re2.error:
+        return None
 
 
 @functools.lru_cache(maxsize=1024)

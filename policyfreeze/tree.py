@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import bisect
 import functools
+import itertools
+import operator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -179,8 +181,9 @@ class ModelTree:
 
     def finish(self) -> None:
         """Derive the lookup tables once the nodes are in place."""
-        self._param_nodes = [i for i, p in enumerate(self.is_param) if p]
-        self._module_nodes = [i for i, p in enumerate(self.is_param) if not p]
+        nodes = range(len(self.is_param))
+        self._param_nodes = list(itertools.compress(nodes, self.is_param))
+        self._module_nodes = list(itertools.compress(nodes, map(operator.not_, self.is_param)))
 
     # Queries ----------------------------------------------------------------
 
@@ -188,6 +191,34 @@ class ModelTree:
     def dotted_names(self) -> list[str]:
         """Names with a leading dot, the root as ``""``: a glob's regex needs no special case."""
         return ["." + name if name else "" for name in self.names]
+
+    # Indexes for selection, built on first use (a tree is not changed once built).
+
+    @functools.cached_property
+    def name_lines(self) -> NameLines:
+        """``names`` as one text: a regex scans it once instead of once per name."""
+        return NameLines.of(self.names)
+
+    @functools.cached_property
+    def dotted_name_lines(self) -> NameLines:
+        """``dotted_names`` as one text, for globs."""
+        return NameLines.of(self.dotted_names)
+
+    @functools.cached_property
+    def node_by_name(self) -> dict[str, int]:
+        """The first node of each name."""
+        count = len(self.names)
+        return dict(zip(reversed(self.names), range(count - 1, -1, -1)))
+
+    @functools.cached_property
+    def module_nodes_by_classes(self) -> dict[tuple[str, ...], list[int]]:
+        """Module nodes (ascending) grouped by their ``classes``: ``type()`` tests each group once."""
+        groups: dict[tuple[str, ...], list[int]] = {}
+        classes = [module.classes for module in self.modules]
+        ids = self.ids
+        for node in self._module_nodes:
+            groups.setdefault(classes[ids[node]], []).append(node)
+        return groups
 
     def __len__(self) -> int:
         return len(self.names)
@@ -205,8 +236,36 @@ class ModelTree:
         for start, end in intervals:
             lo = bisect.bisect_left(nodes, start)
             hi = bisect.bisect_left(nodes, end, lo)
-            out.extend(ids[n] for n in nodes[lo:hi])
+            out.extend(map(ids.__getitem__, nodes[lo:hi]))
         return out
+
+
+@dataclass(frozen=True)
+class NameLines:
+    """Names joined by newlines into one UTF-8 text, one name per line.
+
+    ``starts[i]`` is the byte offset of name ``i``, and ``starts[-1]`` one past
+    the text's end. ``exact`` is False when a name holds a newline (or cannot
+    be encoded): lines are then not names, and nothing may scan the text.
+    """
+
+    text: bytes
+    starts: list[int]
+    exact: bool
+
+    @classmethod
+    def of(cls, names: list[str]) -> NameLines:
+        joined = "\n".join(names)
+        try:
+            text = joined.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate
+            return cls(b"", [0], False)
+        if len(text) == len(joined):  # ASCII: a byte per character
+            lengths = [len(name) + 1 for name in names]
+        else:
+            lengths = [len(name.encode("utf-8")) + 1 for name in names]
+        starts = list(itertools.accumulate(lengths, initial=0))
+        return cls(text, starts, joined.count("\n") == len(names) - 1)
 
 
 def unwrap(module: Any) -> Any:
