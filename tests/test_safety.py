@@ -207,16 +207,33 @@ def findings(path: Path) -> list[str]:
             found.append(f"{where} imports code with {name}() outside models.py (the --model loader)")
         if name.startswith("os.") and last in SHELL:
             found.append(f"{where} runs a command with {name}()")
-        if name in ("torch.load", "torch.serialization.load"):
-            weights_only = [k for k in node.keywords if k.arg == "weights_only"]
-            if not (weights_only and isinstance(weights_only[0].value, ast.Constant) and weights_only[0].value.value is True):
-                found.append(f"{where} calls {name}() without weights_only=True")
+        if unsafe_torch_load(node):
+            found.append(f"{where} calls {name}() without weights_only=True")
     return found
+
+
+def unsafe_torch_load(call: ast.Call) -> bool:
+    if dotted(call.func) not in ("torch.load", "torch.serialization.load"):
+        return False
+    weights_only = [k.value for k in call.keywords if k.arg == "weights_only"]
+    return not (weights_only and isinstance(weights_only[0], ast.Constant) and weights_only[0].value is True)
 
 
 def test_the_package_never_runs_or_unpickles_code():
     """No eval/exec/compile, no pickle/marshal/yaml/subprocess, imports only in models.py, torch.load only weights_only=True."""
     assert [problem for path in source_files() for problem in findings(path)] == []
+
+
+def test_examples_load_checkpoints_with_weights_only():
+    """The examples are what people copy: their torch.load calls are safe too."""
+    examples = sorted((PACKAGE.parent / "examples").rglob("*.py"))
+    calls = [
+        (path.name, node.lineno)
+        for path in examples
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Call) and unsafe_torch_load(node)
+    ]
+    assert calls == []
 
 
 @pytest.mark.parametrize(
