@@ -58,6 +58,8 @@ class Source:
             raise PolicyUsageError(f"{path}: permission denied") from None
         except OSError as exc:
             raise PolicyUsageError(f"{path}: cannot read: {exc.strerror}") from None
+        except ValueError:  # a NUL in the name: no file can have it
+            raise PolicyUsageError(f"{str(path)!r}: not a valid file name") from None
         return cls.from_bytes(data, str(path))
 
     def line_col(self, offset: int) -> tuple[int, int]:

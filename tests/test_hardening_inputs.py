@@ -272,3 +272,14 @@ def test_command_line(row, command, tmp_path, monkeypatch, capsys):
     else:
         assert status == 1
         assert f"{NAME}:{row.line}:{row.column}: {row.code} {row.message}" in out + err
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [("a\x00b", "'a\\x00b': not a valid file name"), ("x" * 5000, "cannot read: File name too long")],
+    ids=["NUL in the name", "name of 5,000 characters"],
+)
+def test_file_names_no_file_can_have(name, message):
+    with pytest.raises(PolicyUsageError) as info:
+        load(name)
+    assert message in str(info.value)
