@@ -223,13 +223,14 @@ def check_input(text: str) -> None:
             str(problem)
     for finding in lint(source, tree):
         assert finding.location.source == "<fuzz>"
+        check_location(source, finding)
     formatted = format_source(source)
     assert structure(parse_source(Source("<fmt>", formatted))) == structure(policy), formatted
     assert format_source(Source("<fmt>", formatted)) == formatted
 
 
-def check_location(source: Source, error: PolicyError) -> None:
-    """A position lies inside the input: a real line, a column at most one past its end."""
+def check_location(source: Source, error) -> None:
+    """A position (of an error or a lint finding) lies inside the input: a real line, a column at most one past its end."""
     location = error.location
     assert location is not None, f"no position: {error}"
     lines = source.text.split("\n")
