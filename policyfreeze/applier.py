@@ -51,21 +51,22 @@ def commit(plan: Plan) -> None:
     """Set the planned flags and eval pins; on any failure restore every one and re-raise."""
     tensors, modules = plan._tensors, plan._modules
     previous_flags = [tensor.requires_grad for tensor in tensors]
-    previous_modes = [pins.snapshot(module) for module in modules]
+    wanted_flags = map(plan.requires_grad.__getitem__, [info.name for info in plan.tree.params])
+    changed_modes = []  # (module, what restores it): only modules whose pin changes are touched
     try:
-        for tensor, info in zip(tensors, plan.tree.params):
-            wanted = plan.requires_grad[info.name]
-            if tensor.requires_grad != wanted:
+        for tensor, wanted, before in zip(tensors, wanted_flags, previous_flags):
+            if before != wanted:
                 set_requires_grad(tensor, wanted)
         for module, info in zip(modules, plan.tree.modules):
             wanted = plan.pinned[info.name]
             if pins.is_pinned(module) != wanted:
+                changed_modes.append((module, pins.snapshot(module)))
                 set_pinned(module, wanted)
     except BaseException as exc:
         for tensor, flag in zip(tensors, previous_flags):
             if tensor.requires_grad != flag:
                 tensor.requires_grad_(flag)
-        for module, mode in zip(modules, previous_modes):
+        for module, mode in reversed(changed_modes):
             pins.restore(module, mode)
         if isinstance(exc, PolicyError) or not isinstance(exc, Exception):
             raise
