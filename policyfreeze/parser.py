@@ -277,7 +277,7 @@ def _syntax_error(source: Source, text: str, exc: lark.exceptions.UnexpectedInpu
     if isinstance(exc, lark.exceptions.UnexpectedEOF) or (
         isinstance(exc, lark.exceptions.UnexpectedToken) and exc.token.type == "$END"
     ):
-        return _eof_error(source, text, exc.expected)
+        return _eof_error(source, text, _acceptable(exc, set(exc.expected)))
 
     offset = exc.pos_in_stream or 0
     if isinstance(exc, lark.exceptions.UnexpectedCharacters):
@@ -299,7 +299,7 @@ def _syntax_error(source: Source, text: str, exc: lark.exceptions.UnexpectedInpu
         word = str(token) if _WORD.fullmatch(str(token)) else ""
         shown = "a new line" if token.type == "_NL" else str(token)
         end = token.end_pos if token.end_pos is not None else offset + 1
-    expected = _closable(expected, text[:offset])
+    expected = _acceptable(exc, expected)
 
     help_text = None
     opener = text[offset : offset + 1]
@@ -358,26 +358,21 @@ def _eof_error(source: Source, text: str, expected: set[str]) -> PolicyError:
         )
     location = source.end_location()
     return PolicySyntaxError(
-        f"the file ends too early, expected {_describe_expected(_closable(set(expected), text))}",
+        f"the file ends too early, expected {_describe_expected(set(expected))}",
         location=location,
     )
 
 
-_CLOSERS = {"RPAR": "(", "RSQB": "[", "RBRACE": "{"}
+def _acceptable(exc: lark.exceptions.UnexpectedInput, expected: set[str]) -> set[str]:
+    """The terminals of ``expected`` that can really come next.
 
-
-def _closable(expected: set[str], before: str) -> set[str]:
-    """``expected`` without the closing brackets that close nothing open in ``before``.
-
-    The LALR tables merge states, so Lark can list '}' at the top level, ')'
-    outside any parenthesis or ';' inside one; only the innermost open bracket
-    can be closed.
+    The LALR tables merge states, so Lark's list can name '}' at the top level,
+    ')' outside any parenthesis or ';' inside one; feeding each to a copy of
+    the parser (``accepts``) keeps only those it takes.
     """
-    innermost = _unclosed(before)
-    opener = innermost[0] if innermost else None
-    if opener in ("(", "["):  # a statement cannot end, nor take options, inside brackets
-        expected = expected - {"SEMICOLON", "WITH"}
-    return {name for name in expected if _CLOSERS.get(name, opener) == opener}
+    parser = exc.interactive_parser
+    accepted = expected & parser.accepts() if parser is not None else expected
+    return accepted or expected
 
 
 def _unclosed(text: str) -> tuple[str, int] | None:
