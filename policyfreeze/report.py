@@ -127,6 +127,15 @@ class Report:
                 }
                 for p in plan.tree.params
             ],
+            "pin_changes": [
+                {
+                    "module": pin.name,
+                    "before": pin.before,
+                    "after": pin.after,
+                    "decided_by": _decision_dict(pin.decision),
+                }
+                for pin in self.pin_changes
+            ],
             "summary": {
                 "tensors": len(plan.tree.params),
                 "changed": len(self.changes),

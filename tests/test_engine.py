@@ -249,3 +249,13 @@ def test_decision_carries_provenance():
     assert (decision.verb, decision.line, decision.column, decision.text) == ("unfreeze", 10, 1, "unfreeze fc")
     assert decision.source.endswith("resnet18-linear-probe.freeze")
     assert str(decision).endswith("resnet18-linear-probe.freeze:10 unfreeze fc")
+
+
+def test_json_report_lists_pin_changes():
+    report = policyfreeze.apply(resnet18(), "eval layer1.0 & type(BatchNorm2d)")
+    pins = report.to_dict()["pin_changes"]
+    assert [(p["module"], p["before"], p["after"]) for p in pins] == [
+        ("layer1.0.bn1", False, True),
+        ("layer1.0.bn2", False, True),
+    ]
+    assert pins[0]["decided_by"]["verb"] == "eval"
