@@ -52,7 +52,7 @@ def _glob_text(segments: list[str]) -> str:
     return f'"{text}"' if text in KEYWORDS or not all(_bare_segment(s) for s in segments) else text
 
 
-_BARE_SEGMENT = re.compile(r"(?!children\[)(?:[A-Za-z0-9_*?]|\[!?[^\]\s]+\])+")  # as GLOB in the grammar
+_BARE_SEGMENT = re.compile(r"(?!children\[)(?:[A-Za-z0-9_*?]|\[!?[^\]\s\"#/]+\])+")  # as GLOB in the grammar
 
 
 def _bare_segment(segment: str) -> bool:
