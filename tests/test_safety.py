@@ -57,6 +57,7 @@ from pathlib import Path
 import torch
 import torchvision
 from policyfreeze import PolicyError, apply, parse, resolve
+from policyfreeze.formatter import fmt
 from policyfreeze.lint.linter import lint
 from policyfreeze.source import Source
 from policyfreeze.tree import ModelTree
@@ -69,6 +70,7 @@ tree = ModelTree.from_module(model)
 def run(text):
     try:
         list(lint(Source("policy.freeze", text), tree))
+        fmt(text)
         resolve(model, text, epoch=1)
         apply(model, text)
     except PolicyError:
@@ -102,7 +104,7 @@ def trap(tmp_path, monkeypatch):
 
 
 def test_hostile_policies_run_no_code(trap):
-    """Audit events while linting, resolving and applying: nothing imported, compiled, executed or opened."""
+    """Audit events while linting, formatting, resolving and applying: nothing imported, compiled, run or opened."""
     result = subprocess.run(
         [sys.executable, "-c", AUDIT_SCRIPT.format(hostile=HOSTILE)],
         capture_output=True,
