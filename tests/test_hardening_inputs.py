@@ -285,3 +285,26 @@ def test_file_names_no_file_can_have(name, message):
     with pytest.raises(PolicyUsageError) as info:
         load(name)
     assert message in str(info.value)
+
+
+def test_the_deepest_selector_allowed_works_in_every_stage():
+    """At the limits (100 operators deep, 50 parentheses) nothing recurses too far: parse, resolve, lint, fmt."""
+    from models import tiny
+
+    from policyfreeze import resolve
+    from policyfreeze.formatter import fmt, structure
+    from policyfreeze.lint.linter import lint
+    from policyfreeze.source import Source
+    from policyfreeze.tree import ModelTree
+
+    selector = "2"
+    for i in range(99):
+        selector = f"{selector} except 0.{i % 2}" if i % 2 else f"({selector}), 1"
+    text = f"freeze {selector}\n"
+    model = tiny()
+    assert resolve(model, text).changed == ["2.0.weight", "2.0.bias", "2.1.weight", "2.1.bias"]
+    findings = lint(Source(NAME, text), ModelTree.from_module(model))
+    assert [f.code for f in findings] == ["PF206"]  # 2.1 is a BatchNorm frozen without an eval pin
+    assert structure(parse(fmt(text))) == structure(parse(text))
+    with pytest.raises(PolicySyntaxError, match="more than 100 deep"):
+        parse(f"freeze ({selector}) except 3")
