@@ -288,7 +288,7 @@ def test_file_names_no_file_can_have(name, message):
 
 
 def test_the_deepest_selector_allowed_works_in_every_stage():
-    """At the limits (100 operators deep, 50 parentheses) nothing recurses too far: parse, resolve, lint, fmt."""
+    """At the limits (99 operators deep, 50 parentheses) nothing recurses too far: parse, resolve, lint, fmt."""
     from models import tiny
 
     from policyfreeze import resolve
@@ -307,4 +307,4 @@ def test_the_deepest_selector_allowed_works_in_every_stage():
     assert [f.code for f in findings] == ["PF206"]  # 2.1 is a BatchNorm frozen without an eval pin
     assert structure(parse(fmt(text))) == structure(parse(text))
     with pytest.raises(PolicySyntaxError, match="more than 100 deep"):
-        parse(f"freeze ({selector}) except 3")
+        parse(f"freeze ({selector}) except 3 except 3")  # 101 operators deep
