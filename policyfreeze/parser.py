@@ -341,7 +341,15 @@ def _syntax_error(source: Source, text: str, exc: lark.exceptions.UnexpectedInpu
         help_text = f"'{previous[0]}' is a keyword; to name a module called {previous[0]}, quote it: \"{previous[0]}\""
     if help_text is None and opener == "/":
         help_text = "a regular expression is written match /REGEX/"
+    if help_text is None and opener == "[" and _class_with_comment_characters(source.text, offset):
+        help_text = "a glob whose [class] holds '#' or '/' is written quoted: \"layer[#]\" (no glob holds '\"')"
     return source.error(PolicySyntaxError, message, offset, end, help=help_text)
+
+
+def _class_with_comment_characters(text: str, offset: int) -> bool:
+    # Bare globs cannot hold them: '#' starts a comment, '/' a regex, '"' a quoted name.
+    close = text.find("]", offset, _line_end(text, offset))
+    return close > offset and any(ch in text[offset:close] for ch in "#/\"")
 
 
 def _eof_error(source: Source, text: str, expected: set[str]) -> PolicyError:

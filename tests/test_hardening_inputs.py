@@ -130,6 +130,8 @@ ROWS = [
     error("unclosed (", b"freeze (layer1,\n        layer2\n", PolicySyntaxError, "PF101", 1, 8, "'(' is never closed"),
     error("quoted glob without its closing quote", b'freeze "my-block.*\n', PolicySyntaxError, "PF101", 1, 8,
           "the quoted name is never closed"),
+    error("'#' in the class of a bare glob", b"freeze layer[#]\n", PolicySyntaxError, "PF101", 1, 13,
+          "unexpected '[', expected '&', ',', '.', 'except', 'with' or ';' or a new line"),
     error("keyword as a bare name", b"unfreeze epoch\n", PolicySyntaxError, "PF101", 1, 10, "'epoch' is a keyword, not a name"),
     error("keyword at the end of a selector", b"freeze layer1, type\n", PolicySyntaxError, "PF101", 1, 20,
           "unexpected a new line, expected '('"),
