@@ -97,18 +97,10 @@ class ModelTree:
     @classmethod
     def from_module_with_objects(cls, model: Any) -> tuple[ModelTree, list[Any], list[Any]]:
         """The tree, the parameter tensors by id and the module objects by id."""
-        import torch
-
         tree = cls()
-        names, ids, is_param, ends, children = tree.names, tree.ids, tree.is_param, tree.ends, tree.children
-        tensors: list[Any] = []
-        objects: list[Any] = []
-        module_ids: dict[int, int] = {}  # id(module) -> module id
-        param_ids: dict[int, int] = {}  # id(tensor) -> parameter id
-        module_names: list[str] = []
-        param_names: list[str] = []
-        module_aliases: dict[int, list[str]] = {}
-        param_aliases: dict[int, list[str]] = {}
+        names, is_param, ends, children = tree.names, tree.is_param, tree.ends, tree.children
+        held: list[Any] = []  # per node: its module or tensor
+        plain: set[type] = set()  # classes that wrap nothing
         # One pass, no recursion (any depth works). An entry is (module, name,
         # parent node), or a bare node index that closes that node's subtree.
         stack: list[Any] = [(model, "", -1)]
@@ -119,64 +111,62 @@ class ModelTree:
                 ends[entry] = len(names)
                 continue
             module, name, parent = entry
-            module = unwrap(module)
+            if module.__class__ not in plain:
+                if _wrapped_attribute(module.__class__) is None:
+                    plain.add(module.__class__)
+                else:
+                    module = unwrap(module)
             node = len(names)
             if parent >= 0:
                 children[parent].append(node)
             children[node] = []
-            key = id(module)
-            module_id = module_ids.get(key)
-            if module_id is None:
-                module_id = module_ids[key] = len(objects)
-                objects.append(module)
-                module_names.append(name)
-            else:
-                module_aliases.setdefault(module_id, []).append(name)
             names.append(name)
-            ids.append(module_id)
             is_param.append(False)
             ends.append(-1)
+            held.append(module)
             prefix = name + "." if name else ""
             for local, param in module._parameters.items():
-                if param is None:
+                if param is not None:
+                    names.append(prefix + local)
+                    is_param.append(True)
+                    ends.append(len(names))
+                    held.append(param)
+            kids = module._modules
+            if kids:
+                pending = [(child, prefix + local, node) for local, child in kids.items() if child is not None]
+                if len(set(map(id, kids.values()))) < len(kids):
+                    pending = _repeats_unlisted(pending)
+                if pending:
+                    push(node)  # popped once every child's subtree is complete
+                    stack.extend(reversed(pending))
                     continue
-                full = prefix + local
-                key = id(param)
-                param_id = param_ids.get(key)
-                if param_id is None:
-                    param_id = param_ids[key] = len(tensors)
-                    tensors.append(param)
-                    param_names.append(full)
-                else:
-                    param_aliases.setdefault(param_id, []).append(full)
-                names.append(full)
-                ids.append(param_id)
-                is_param.append(True)
-                ends.append(len(names))
-            pending = [(child, prefix + local, node) for local, child in module._modules.items() if child is not None]
-            if not pending:
-                ends[node] = len(names)
-                continue
-            if len(pending) > 1 and len({id(entry[0]) for entry in pending}) < len(pending):
-                pending = _repeats_unlisted(pending)
-            push(node)  # popped once every child's subtree is complete
-            stack.extend(reversed(pending))
-        dtype_names = {dtype: str(dtype).removeprefix("torch.") for dtype in {p.dtype for p in tensors}}
-        tree.params = [
-            ParamInfo(name, tuple(p.shape), dtype_names[p.dtype], p.requires_grad, tuple(param_aliases.get(i, ())))
-            for i, (name, p) in enumerate(zip(param_names, tensors))
-        ]
-        tree.modules = [
-            ModuleInfo(
-                name,
-                _class_names(type(m), torch.nn.Module),
-                tuple(module_aliases.get(i, ())),
-                pinned=is_pinned(m),  # resolution starts from the pins an earlier apply left
-                running_stats=_tracks_running_stats(m),
-            )
-            for i, (name, m) in enumerate(zip(module_names, objects))
-        ]
+            ends[node] = len(names)
         tree.finish()
+        # Number objects in order of first appearance: a tied tensor or shared module is one id.
+        tree.ids = [0] * len(names)
+        tensors, param_names, param_aliases = _number(tree, tree._param_nodes, held)
+        objects, module_names, module_aliases = _number(tree, tree._module_nodes, held)
+        dtype_names = {dtype: str(dtype).removeprefix("torch.") for dtype in {p.dtype for p in tensors}}
+        tree.params = list(
+            map(
+                ParamInfo,
+                param_names,
+                map(tuple, map(operator.attrgetter("shape"), tensors)),
+                map(dtype_names.__getitem__, map(operator.attrgetter("dtype"), tensors)),
+                map(operator.attrgetter("requires_grad"), tensors),
+                param_aliases,
+            )
+        )
+        tree.modules = list(
+            map(
+                ModuleInfo,
+                module_names,
+                map(_class_names, map(type, objects)),
+                module_aliases,
+                map(is_pinned, objects),  # resolution starts from the pins an earlier apply left
+                map(_tracks_running_stats, objects),
+            )
+        )
         return tree, tensors, objects
 
     def finish(self) -> None:
@@ -297,6 +287,33 @@ def _repeats_unlisted(pending: list[tuple[Any, str, int]]) -> list[tuple[Any, st
     return out
 
 
+def _number(tree: ModelTree, nodes: list[int], held: list[Any]) -> tuple[list[Any], list[str], list[tuple[str, ...]]]:
+    """Give ``nodes`` the ids of their objects, numbered in order of first appearance.
+
+    Returns the objects by id, the first name of each and its other names.
+    """
+    found = list(map(held.__getitem__, nodes))
+    ids, names = tree.ids, tree.names
+    if len(set(map(id, found))) == len(found):  # nothing reachable twice: the common case
+        for number, node in enumerate(nodes):
+            ids[node] = number
+        return found, list(map(names.__getitem__, nodes)), [()] * len(found)
+    first: dict[int, int] = {}
+    objects: list[Any] = []
+    first_names: list[str] = []
+    aliases: list[list[str]] = []
+    for node, thing in zip(nodes, found):
+        number = first.setdefault(id(thing), len(objects))
+        if number == len(objects):
+            objects.append(thing)
+            first_names.append(names[node])
+            aliases.append([])
+        else:
+            aliases[number].append(names[node])
+        ids[node] = number
+    return objects, first_names, [tuple(more) for more in aliases]
+
+
 def _tracks_running_stats(module: Any) -> bool:
     # What _NormBase.forward checks before it updates running_mean/running_var.
     # The buffer first: most modules have none, and getattr of a missing
@@ -305,6 +322,8 @@ def _tracks_running_stats(module: Any) -> bool:
 
 
 @functools.lru_cache(maxsize=1024)
-def _class_names(cls: type, base: type) -> tuple[str, ...]:
-    """The class and every ancestor below ``base`` (nn.Module), nearest first."""
-    return tuple(c.__name__ for c in cls.__mro__ if issubclass(c, base) and c is not base)
+def _class_names(cls: type) -> tuple[str, ...]:
+    """The class and every ancestor below nn.Module, nearest first."""
+    import torch
+
+    return tuple(c.__name__ for c in cls.__mro__ if issubclass(c, torch.nn.Module) and c is not torch.nn.Module)
