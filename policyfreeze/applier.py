@@ -57,9 +57,9 @@ def commit(plan: Plan) -> None:
         for tensor, wanted, before in zip(tensors, wanted_flags, previous_flags):
             if before != wanted:
                 set_requires_grad(tensor, wanted)
-        for module, info in zip(modules, plan.tree.modules):
-            wanted = plan.pinned[info.name]
-            if pins.is_pinned(module) != wanted:
+        wanted_pins = map(plan.pinned.__getitem__, [info.name for info in plan.tree.modules])
+        for module, wanted, pinned in zip(modules, wanted_pins, map(pins.is_pinned, modules)):
+            if pinned != wanted:
                 changed_modes.append((module, pins.snapshot(module)))
                 set_pinned(module, wanted)
     except BaseException as exc:

@@ -8,6 +8,7 @@ point that accepts a live ``nn.Module``.
 from __future__ import annotations
 
 import difflib
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -183,9 +184,11 @@ def evaluate(tree: ModelTree, policy: Policy, at: int = 0) -> Plan:
         for param, decider in zip(tree.params, param_deciders)
     }
     errors: list[PolicyError] = []
-    for param, decider in zip(tree.params, param_deciders):
-        if decider >= 0 and unfreezes[decider] and not param.can_require_grad:
-            statement = statements[decider]
+    unfrozen = itertools.compress(range(len(param_deciders)), map((unfreezes + [False]).__getitem__, param_deciders))
+    for param_id in unfrozen:
+        param = tree.params[param_id]
+        if not param.can_require_grad:
+            statement = statements[param_deciders[param_id]]
             errors.append(
                 source.error(
                     PolicyResolveError,
