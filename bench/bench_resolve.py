@@ -1,0 +1,104 @@
+"""Benchmark 1: resolve/apply against the hand-written loop, and linear growth.
+
+A mixture-of-experts style model on the ``meta`` device (``moe.py``: 64
+blocks × 256 experts × 3 ``Linear``, attention and norms: 49,733 parameter
+tensors). For each policy in ``moe.POLICIES`` (the three classic recipes
+and a 12-statement mix), ``policyfreeze.apply`` of the parsed policy and the
+loop people write instead alternate, every flag reset to trainable before
+each run; both must leave the same flags. Then ``policyfreeze.resolve`` of
+the mixed policy at 10k, 50k and 200k tensors.
+
+    python bench/bench_resolve.py
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import moe  # noqa: E402
+from common import Figure, alternate, ms  # noqa: E402
+
+import policyfreeze  # noqa: E402
+
+REPEATS = 7
+APPLY_GOAL, APPLY_STRETCH = 1.5, 1.0
+SIZES = (10_000, 50_000, 200_000)
+#: Linear: time per tensor at 200k within this factor of the time per tensor at 10k.
+LINEAR_SLACK = 1.25
+
+
+def flags(model) -> dict[str, bool]:
+    return {name: p.requires_grad for name, p in model.named_parameters()}
+
+
+def all_trainable(model) -> None:
+    for p in model.parameters():
+        p.requires_grad_(True)
+
+
+def apply_figures(model) -> list[Figure]:
+    figures = []
+    tensors = sum(1 for _ in model.parameters())
+    for name, (text, loop) in moe.POLICIES.items():
+        policy = policyfreeze.parse(text, f"<{name}>")
+        all_trainable(model)
+        loop(model)
+        expected = flags(model)
+        all_trainable(model)
+        policyfreeze.apply(model, policy)
+        same = flags(model) == expected
+        median = alternate(
+            {
+                "loop": lambda: loop(model),
+                "apply": lambda: policyfreeze.apply(model, policy),
+                "resolve": lambda: policyfreeze.resolve(model, policy),
+            },
+            setup=lambda: all_trainable(model),
+            repeats=REPEATS,
+        )
+        ratio = median["apply"] / median["loop"]
+        figures.append(
+            Figure(
+                f"[1] apply / hand loop, {name} ({len(policy.statements)} statements, {tensors:,} tensors)",
+                f"{ratio:.2f}x (apply {ms(median['apply'])}, resolve {ms(median['resolve'])}, "
+                f"loop {ms(median['loop'])}; same flags: {'yes' if same else 'NO'})",
+                f"<= {APPLY_GOAL}x, stretch <= {APPLY_STRETCH}x",
+                same and ratio <= APPLY_GOAL,
+            )
+        )
+    return figures
+
+
+def linearity_figure(models: dict[int, object]) -> Figure:
+    policy = policyfreeze.parse(moe.MIXED, "<mixed-12>")
+    per_tensor = {}
+    for size, model in models.items():
+        tensors = sum(1 for _ in model.parameters())
+        seconds = alternate({"resolve": lambda: policyfreeze.resolve(model, policy)}, None, REPEATS)["resolve"]
+        per_tensor[size] = (tensors, seconds)
+    (small_n, small_t), (large_n, large_t) = per_tensor[SIZES[0]], per_tensor[SIZES[-1]]
+    growth = (large_t / large_n) / (small_t / small_n)
+    shown = ", ".join(f"{n:,}: {ms(t)} ({t / n * 1e6:.2f} us/tensor)" for n, t in per_tensor.values())
+    return Figure(
+        "[1] resolve grows linearly (mixed-12)",
+        f"{shown}; per-tensor cost at {large_n:,} / at {small_n:,} = {growth:.2f}",
+        f"<= {LINEAR_SLACK}",
+        growth <= LINEAR_SLACK,
+    )
+
+
+def main() -> list[Figure]:
+    warnings.simplefilter("error", policyfreeze.PolicyWarning)  # every statement must select something
+    models = {size: moe.build(size) for size in SIZES}
+    figures = apply_figures(models[50_000])
+    figures.append(linearity_figure(models))
+    return figures
+
+
+if __name__ == "__main__":
+    for figure in main():
+        print(figure, flush=True)
