@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import re
 import subprocess
 import sys
 import textwrap
 
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from policyfreeze.selection import glob_regex
@@ -30,6 +31,15 @@ def reference_match(pattern: str, name: str) -> bool:
     return match(0, 0)
 
 
+def cpython_quirk(pattern: str) -> bool:
+    """A class where fnmatch drops an empty range and then reads the '!' after it as negation.
+
+    ``fnmatch`` turns ``[z-a!x]`` into "not x" (and ``[?--!]`` into "any
+    character"); policyfreeze drops the empty range and keeps '!' literal.
+    """
+    return re.search(r"-.!", pattern) is not None
+
+
 def glob_matches(pattern: str, name: str) -> bool:
     # ModelTree.dotted_names: the root is "", every other name gets a leading dot.
     return glob_regex(pattern).fullmatch("." + name if name else "") is not None
@@ -48,12 +58,14 @@ patterns = st.lists(pattern_segments, min_size=1, max_size=5).map(".".join)
 @settings(max_examples=1500, deadline=None)
 @given(patterns, names)
 def test_glob_equals_the_reference_matcher(pattern, name):
+    assume(not cpython_quirk(pattern))
     assert glob_matches(pattern, name) == reference_match(pattern, name)
 
 
 @settings(max_examples=500, deadline=None)
 @given(st.text(st.sampled_from("ab*?[]!-^\\"), min_size=1, max_size=10), name_segments)
 def test_a_segment_matches_as_fnmatch_does(pattern, segment):
+    assume(not cpython_quirk(pattern))
     assert glob_matches(pattern, segment) == fnmatch.fnmatchcase(segment, pattern)
 
 
@@ -84,3 +96,8 @@ def test_adversarial_globs_finish_quickly():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "done"
+
+
+def test_an_empty_range_is_dropped_and_a_following_bang_stays_literal():
+    assert glob_matches("[z-a!x]", "!") and not glob_matches("[z-a!x]", "b")
+    assert glob_matches("[?--!]", "!") and not glob_matches("[?--!]", "a")
