@@ -124,13 +124,13 @@ def run_lint(args: argparse.Namespace) -> int:
     tree = _lint_tree(args)
     findings: list[Finding] = []
     names: list[str] = []
-    status = EXIT_OK
+    unreadable = 0
     for path in _expand(args.files):
         try:
             source, _ = _read(path, args.stdin_filename)
         except PolicyUsageError as exc:
             _error(exc)
-            status = EXIT_USAGE
+            unreadable += 1
             continue
         except PolicyError as exc:  # not UTF-8, too long: a PF101 finding
             names.append(exc.source or path)
@@ -148,11 +148,11 @@ def run_lint(args: argparse.Namespace) -> int:
         if findings:
             print(output.format_github(findings))
     else:
-        print(output.format_text(findings, files=len(names), color=_use_color(sys.stdout)))
+        print(output.format_text(findings, files=len(names), unreadable=unreadable, color=_use_color(sys.stdout)))
+    if unreadable:
+        return EXIT_USAGE
     failing = {"error", "warning"} if args.strict else {"error"}
-    if status == EXIT_OK and any(f.severity in failing for f in findings):
-        status = EXIT_FINDINGS
-    return status
+    return EXIT_FINDINGS if any(f.severity in failing for f in findings) else EXIT_OK
 
 
 def _lint_tree(args: argparse.Namespace) -> ModelTree | None:
@@ -469,7 +469,7 @@ def _expand(paths: Sequence[str]) -> list[str]:
     """Files as given; a directory becomes every policy file below it, sorted."""
     out: list[str] = []
     for path in paths:
-        if path != STDIN and Path(path).is_dir():
+        if path != STDIN and _is_dir(path):
             found = sorted(str(p) for p in Path(path).rglob(f"*{POLICY_SUFFIX}") if p.is_file())
             if not found:
                 print(f"policyfreeze: warning: no {POLICY_SUFFIX} files in {path}", file=sys.stderr)
@@ -479,6 +479,13 @@ def _expand(paths: Sequence[str]) -> list[str]:
     if out.count(STDIN) > 1:
         raise PolicyUsageError(f"'{STDIN}' (stdin) can be given once")
     return out
+
+
+def _is_dir(path: str) -> bool:
+    try:
+        return Path(path).is_dir()
+    except (OSError, ValueError):  # a name too long, or holding a NUL: reading it reports why
+        return False
 
 
 def _read(path: str, stdin_filename: str | None) -> tuple[Source, bytes]:

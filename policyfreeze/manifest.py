@@ -51,7 +51,7 @@ class ParameterEntry(_Entry):
     """One parameter tensor, under the first name ``named_parameters()`` gives it."""
 
     name: str
-    shape: list[int]
+    shape: list[Annotated[int, Field(ge=0)]]
     dtype: str = Field(description="torch dtype without the 'torch.' prefix, e.g. float32")
     requires_grad: bool
     aliases: list[str] = Field(default=[], description="other full names of this tensor (tied weights)")
@@ -208,6 +208,8 @@ def parse(text: str, name: str = "<manifest>") -> Manifest:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise PolicyUsageError(f"{name}:{exc.lineno}:{exc.colno}: not JSON: {exc.msg}") from None
+    except (RecursionError, ValueError) as exc:  # absurd nesting, or an integer past Python's digit limit
+        raise PolicyUsageError(f"{name}: not a manifest: {type(exc).__name__}: {str(exc)[:120]}") from None
     if isinstance(data, dict):
         if data.get("format") != MANIFEST_FORMAT:
             raise PolicyUsageError(f"{name}: not a policyfreeze manifest (no \"format\": \"{MANIFEST_FORMAT}\")")

@@ -488,3 +488,11 @@ def test_every_command_works_on_the_shipped_policies(path: Path, capsys) -> None
     assert run(["explain", path, "--model", RESNET, "fc.weight", "layer1", "bn1"], capsys)[0] == 0
     assert run(["diff", PROBE, path, "--model", RESNET, "--format", "markdown"], capsys)[0] == 0
     assert run(["fmt", "--check", path], capsys)[0] in (0, 1)
+
+
+def test_a_file_name_too_long_is_an_io_error(capsys):
+    assert main(["lint", "a" * 5000 + ".freeze"]) == 2
+    out, err = capsys.readouterr()
+    assert "File name too long" in err
+    assert "internal error" not in err
+    assert out.strip() == "No findings (0 files; 1 could not be read)."

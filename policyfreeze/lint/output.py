@@ -28,11 +28,13 @@ def counts(findings: Sequence[Finding]) -> dict[str, int]:
     return {severity: by_severity[severity] for severity in SEVERITIES}
 
 
-def summary(findings: Sequence[Finding], files: int) -> str:
+def summary(findings: Sequence[Finding], files: int, unreadable: int = 0) -> str:
     """``Found 3 findings (1 error, 2 warnings) in 2 files.`` or ``All checks passed (2 files).``"""
     in_files = f"{files} file" + ("" if files == 1 else "s")
+    if unreadable:
+        in_files += f"; {unreadable} could not be read"
     if not findings:
-        return f"All checks passed ({in_files})."
+        return f"{'No findings' if unreadable else 'All checks passed'} ({in_files})."
     parts = []
     for severity, count in counts(findings).items():
         if count:
@@ -42,10 +44,10 @@ def summary(findings: Sequence[Finding], files: int) -> str:
     return f"Found {found} ({', '.join(parts)}) in {in_files}."
 
 
-def format_text(findings: Sequence[Finding], *, files: int, color: bool = False) -> str:
+def format_text(findings: Sequence[Finding], *, files: int, unreadable: int = 0, color: bool = False) -> str:
     """``file:line:col: CODE message``, the line with a caret, a help line; then the summary."""
     blocks = [_text_block(f, color) for f in findings]
-    blocks.append(summary(findings, files))
+    blocks.append(summary(findings, files, unreadable))
     return "\n\n".join(blocks)
 
 
