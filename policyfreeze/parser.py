@@ -20,7 +20,7 @@ import re2
 from lark import Token, Tree
 from pydantic import ValidationError
 
-from .errors import Location, PolicyError, PolicySyntaxError, PolicyUsageError, PolicyValidationError
+from .errors import Location, PolicyError, PolicySyntaxError, PolicyUsageError, PolicyValidationError, shorten
 from .rules import (
     KEYWORDS,
     OPTION_KEYS,
@@ -264,11 +264,6 @@ def _surrogate_error(source: Source) -> PolicyError | None:
     )
 
 
-def _shorten(text: str, limit: int = 40) -> str:
-    """User text quoted in a message, cut short: the caret snippet shows where it is."""
-    return text if len(text) <= limit else f"{text[: limit - 1]}… ({len(text):,} characters)"
-
-
 def _line_end(text: str, offset: int) -> int:
     end = text.find("\n", offset)
     return len(text) if end < 0 else end
@@ -346,19 +341,19 @@ def _syntax_error(source: Source, text: str, exc: lark.exceptions.UnexpectedInpu
     if word:
         keywords = [k for name in expected for k in _KEYWORDS_OF.get(name, ())]
         if expected & {"VERB", "UNIT"} and word not in KEYWORDS:
-            message = f"unknown word '{_shorten(word)}', expected {_describe_expected(expected)}"
+            message = f"unknown word '{shorten(word)}', expected {_describe_expected(expected)}"
             help_text = _suggest(word, keywords)
         elif "OPTION_KEY" in expected:
-            message = f"unknown option '{_shorten(word)}'"
+            message = f"unknown option '{shorten(word)}'"
             help_text = _suggest(word, OPTION_KEYS) or f"options are {', '.join(OPTION_KEYS)}"
         else:
-            message = f"unexpected '{_shorten(word)}', expected {_describe_expected(expected)}"
+            message = f"unexpected '{shorten(word)}', expected {_describe_expected(expected)}"
             if word in _KEYWORDS_OF["VERB"] and "SEMICOLON" in expected:
                 help_text = "end the previous statement with ';' or a new line"
             elif word not in KEYWORDS:
                 help_text = _suggest(word, keywords)
     else:
-        quoted = shown if shown == "a new line" else f"'{_shorten(shown)}'" if shown.isprintable() else repr(_shorten(shown))
+        quoted = shown if shown == "a new line" else f"'{shorten(shown)}'" if shown.isprintable() else repr(shorten(shown))
         message = f"unexpected {quoted}, expected {_describe_expected(expected)}"
     previous = text[:offset].rsplit(None, 1)[-1:]
     if previous and previous[0] in ("type", "match", "all") and help_text is None:
@@ -516,7 +511,7 @@ class _Builder:
         digits = token.removeprefix(sign).lstrip("0") or "0"
         if len(digits) > MAX_INT_DIGITS:
             self.fail(
-                f"integer {_shorten(str(token))} is too long: at most {MAX_INT_DIGITS} digits",
+                f"integer {shorten(str(token))} is too long: at most {MAX_INT_DIGITS} digits",
                 token,
                 code=code,
                 kind=kind,
@@ -558,7 +553,7 @@ class _Builder:
             name = str(key)
             if name not in OPTION_KEYS:
                 self.fail(
-                    f"unknown option '{_shorten(name)}'",
+                    f"unknown option '{shorten(name)}'",
                     key,
                     code="PF104",
                     help=_suggest(name, OPTION_KEYS) or f"options are {', '.join(OPTION_KEYS)}",
@@ -572,12 +567,12 @@ class _Builder:
             try:
                 values[name] = float(value)
             except ValueError:
-                self.fail(f"{name} must be a number, not '{_shorten(value)}'", value, code="PF104")
+                self.fail(f"{name} must be a number, not '{shorten(value)}'", value, code="PF104")
                 ok = False
                 continue
             field_error = _option_error(name, values[name])
             if field_error:
-                self.fail(f"{name} {field_error}, not {_shorten(value)}", value, code="PF104")
+                self.fail(f"{name} {field_error}, not {shorten(value)}", value, code="PF104")
                 ok = False
         if verb != "unfreeze":
             self.fail(

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import optim
-from .errors import PolicyError, PolicyResolveError, PolicyUsageError
+from .errors import PolicyError, PolicyResolveError, PolicyUsageError, shorten
 from .parser import load, parse
 from .rules import GlobSelector, Options, Policy, Statement, TypeSelector, quote_name
 from .selection import select
@@ -162,6 +162,7 @@ def evaluate(tree: ModelTree, policy: Policy, at: int = 0) -> Plan:
     param_deciders = [-1] * len(tree.params)
     module_deciders = [-1] * len(tree.modules)
     warnings: list[PolicyError] = []
+    suggestions = _Suggestions(tree)
     for index, statement in enumerate(statements):
         nodes = select(tree, statement.selector)
         acts_on_params = statement.verb in ("freeze", "unfreeze")
@@ -170,7 +171,7 @@ def evaluate(tree: ModelTree, policy: Policy, at: int = 0) -> Plan:
         for reached_id in reached:
             deciders[reached_id] = index
         if not reached:
-            warnings.append(_selects_nothing(tree, policy.source, statement, acts_on_params))
+            warnings.append(_selects_nothing(policy.source, statement, acts_on_params, suggestions))
 
     source = policy.source
     # One Decision per statement, shared by everything it decided; the last entry serves -1.
@@ -208,41 +209,54 @@ def evaluate(tree: ModelTree, policy: Policy, at: int = 0) -> Plan:
     return Plan(policy, tree, at, requires_grad, decisions, pinned, pin_decisions, tuple(warnings), tuple(errors))
 
 
-def _selects_nothing(tree: ModelTree, source: Source, statement: Statement, acts_on_params: bool) -> PolicyError:
+def _selects_nothing(source: Source, statement: Statement, acts_on_params: bool, suggestions: _Suggestions) -> PolicyError:
     what = "parameters" if acts_on_params else "modules"
-    help_text = _did_you_mean(tree, statement)
     return source.error(
         PolicyResolveError,
-        f"'{statement.text}' selects no {what} in this model",
+        f"'{shorten(statement.text, 60)}' selects no {what} in this model",
         statement.span.offset,
         statement.span.end_offset,
         code="PF201",
-        help=help_text,
+        help=suggestions.for_statement(statement),
     )
 
 
-def _did_you_mean(tree: ModelTree, statement: Statement) -> str | None:
-    """Suggest a real name for the first glob or class name that matches nothing."""
-    for atom in statement.atoms():
-        if isinstance(atom, GlobSelector) and not select(tree, atom):
-            close = difflib.get_close_matches(atom.pattern, _names_like(tree, atom.pattern), n=1, cutoff=0.6)
-            if close:
-                return f"'{atom.pattern}' matches nothing; did you mean '{close[0]}'?"
-            return f"'{atom.pattern}' matches nothing in this model"
-        if isinstance(atom, TypeSelector) and not select(tree, atom):
-            classes = sorted({c for m in tree.modules for c in m.classes})
+class _Suggestions:
+    """Did-you-mean help for statements that select nothing, each pattern worked out once."""
+
+    POOL = 1000  # names compared per pattern: keeps difflib fast on huge models
+
+    def __init__(self, tree: ModelTree) -> None:
+        self.tree = tree
+        self._by_depth: dict[int, list[str]] | None = None
+        self._help: dict[tuple[str, str], str | None] = {}
+
+    def for_statement(self, statement: Statement) -> str | None:
+        """Help for the first glob or class name of ``statement`` that matches nothing."""
+        for atom in statement.atoms():
+            if isinstance(atom, (GlobSelector, TypeSelector)):
+                key = (atom.kind, atom.pattern)
+                if key not in self._help:
+                    self._help[key] = None if select(self.tree, atom) else self._work_out(atom)
+                if self._help[key]:
+                    return self._help[key]
+        return None
+
+    def _work_out(self, atom: GlobSelector | TypeSelector) -> str:
+        pattern = shorten(atom.pattern)
+        if isinstance(atom, TypeSelector):
+            classes = sorted({c for m in self.tree.modules for c in m.classes})
             close = difflib.get_close_matches(atom.pattern, classes, n=1, cutoff=0.6)
-            if close:
-                return f"no module is a {atom.pattern}; did you mean '{close[0]}'?"
-            return f"no module is a {atom.pattern}"
-    return None
+            return f"no module is a {pattern}" + (f"; did you mean '{close[0]}'?" if close else "")
+        close = difflib.get_close_matches(atom.pattern, self._names_as_deep_as(atom.pattern), n=1, cutoff=0.6)
+        return f"'{pattern}' matches nothing" + (f"; did you mean '{close[0]}'?" if close else " in this model")
 
-
-_SUGGESTION_POOL = 5000
-
-
-def _names_like(tree: ModelTree, pattern: str) -> list[str]:
-    # Names as deep as the pattern: a bounded pool keeps difflib fast on huge models.
-    depth = pattern.count(".")
-    pool = dict.fromkeys(name for name in tree.names if name and name.count(".") == depth)
-    return list(pool)[:_SUGGESTION_POOL]
+    def _names_as_deep_as(self, pattern: str) -> list[str]:
+        if self._by_depth is None:
+            self._by_depth = {}
+            for name in dict.fromkeys(self.tree.names):
+                if name:
+                    pool = self._by_depth.setdefault(name.count("."), [])
+                    if len(pool) < self.POOL:
+                        pool.append(name)
+        return self._by_depth.get(pattern.count("."), [])
