@@ -316,7 +316,7 @@ def _syntax_error(source: Source, text: str, exc: lark.exceptions.UnexpectedInpu
         expected = set(exc.expected)
         token = exc.token
         word = str(token) if _WORD.fullmatch(str(token)) else ""
-        shown = "a new line" if token.type == "_NL" else str(token)
+        shown = "" if token.type == "_NL" else str(token)
         end = token.end_pos if token.end_pos is not None else offset + 1
     expected = _acceptable(exc, expected)
 
@@ -352,8 +352,10 @@ def _syntax_error(source: Source, text: str, exc: lark.exceptions.UnexpectedInpu
                 help_text = "end the previous statement with ';' or a new line"
             elif word not in KEYWORDS:
                 help_text = _suggest(word, keywords)
+    elif not shown:
+        message = f"the line ends too early, expected {_describe_expected(expected)}"
     else:
-        quoted = shown if shown == "a new line" else f"'{shorten(shown)}'" if shown.isprintable() else repr(shorten(shown))
+        quoted = f"'{shorten(shown)}'" if shown.isprintable() else repr(shorten(shown))
         message = f"unexpected {quoted}, expected {_describe_expected(expected)}"
     previous = text[:offset].rsplit(None, 1)[-1:]
     if previous and previous[0] in ("type", "match", "all") and help_text is None:

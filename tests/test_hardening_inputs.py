@@ -134,7 +134,7 @@ ROWS = [
           "unexpected '[', expected '&', ',', '.', 'except', 'with' or ';' or a new line"),
     error("keyword as a bare name", b"unfreeze epoch\n", PolicySyntaxError, "PF101", 1, 10, "'epoch' is a keyword, not a name"),
     error("keyword at the end of a selector", b"freeze layer1, type\n", PolicySyntaxError, "PF101", 1, 20,
-          "unexpected a new line, expected '('"),
+          "the line ends too early, expected '('"),
     error("type() with a module path", b"freeze type(nn.BatchNorm2d)\n", PolicySyntaxError, "PF101", 1, 13,
           "type() takes a class name without its module: 'BatchNorm2d', not 'nn.BatchNorm2d'"),
     error("missing file", None, PolicyUsageError, message=f"{NAME}: no such file", code=None),
