@@ -24,11 +24,11 @@ from common import Figure, alternate, ms  # noqa: E402
 
 import policyfreeze  # noqa: E402
 
-REPEATS = 7
+REPEATS = 5
 APPLY_GOAL, APPLY_STRETCH = 1.5, 1.0
 SIZES = (10_000, 50_000, 200_000)
-#: Linear: time per tensor at 200k within this factor of the time per tensor at 10k.
-LINEAR_SLACK = 1.25
+LINEAR_REPEATS = 3
+LINEAR_SLACK = 1.2
 
 
 def flags(model) -> dict[str, bool]:
@@ -74,20 +74,31 @@ def apply_figures(model) -> list[Figure]:
 
 
 def linearity_figure(models: dict[int, object]) -> Figure:
+    """Time per tensor at 200k over time per tensor at 10k, for resolve and for its hand loop.
+
+    CPython itself slows per object as a heap outgrows the caches (the hand
+    loop does too), so linear means: resolve's growth no worse than the loop's.
+    """
     policy = policyfreeze.parse(moe.MIXED, "<mixed-12>")
+    loop = moe.POLICIES["mixed-12"][1]
     per_tensor = {}
     for size, model in models.items():
         tensors = sum(1 for _ in model.parameters())
-        seconds = alternate({"resolve": lambda: policyfreeze.resolve(model, policy)}, None, REPEATS)["resolve"]
-        per_tensor[size] = (tensors, seconds)
-    (small_n, small_t), (large_n, large_t) = per_tensor[SIZES[0]], per_tensor[SIZES[-1]]
-    growth = (large_t / large_n) / (small_t / small_n)
-    shown = ", ".join(f"{n:,}: {ms(t)} ({t / n * 1e6:.2f} us/tensor)" for n, t in per_tensor.values())
+        median = alternate(
+            {"resolve": lambda: policyfreeze.resolve(model, policy), "loop": lambda: loop(model)},
+            setup=lambda: all_trainable(model),
+            repeats=LINEAR_REPEATS,
+        )
+        per_tensor[size] = (tensors, median["resolve"], median["loop"])
+    (small_n, small_resolve, small_loop), (large_n, large_resolve, large_loop) = per_tensor[SIZES[0]], per_tensor[SIZES[-1]]
+    resolve_growth = (large_resolve / large_n) / (small_resolve / small_n)
+    loop_growth = (large_loop / large_n) / (small_loop / small_n)
+    shown = ", ".join(f"{n:,}: {ms(t)} ({t / n * 1e6:.1f} us/tensor)" for n, t, _ in per_tensor.values())
     return Figure(
         "[1] resolve grows linearly (mixed-12)",
-        f"{shown}; per-tensor cost at {large_n:,} / at {small_n:,} = {growth:.2f}",
-        f"<= {LINEAR_SLACK}",
-        growth <= LINEAR_SLACK,
+        f"{shown}; per-tensor cost {small_n:,} -> {large_n:,}: resolve x{resolve_growth:.2f}, hand loop x{loop_growth:.2f}",
+        f"resolve's growth <= {LINEAR_SLACK} x the loop's",
+        resolve_growth <= LINEAR_SLACK * loop_growth,
     )
 
 

@@ -12,46 +12,46 @@ from __future__ import annotations
 
 import re
 
-import torch
 from torch import nn
 
 DIM = 8
+META = {"device": "meta"}  # as a keyword, not a device context: that costs a dispatch per operation
 
 
 class Attention(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.q = nn.Linear(DIM, DIM, bias=False)
-        self.k = nn.Linear(DIM, DIM, bias=False)
-        self.v = nn.Linear(DIM, DIM, bias=False)
-        self.o = nn.Linear(DIM, DIM, bias=False)
+        self.q = nn.Linear(DIM, DIM, bias=False, **META)
+        self.k = nn.Linear(DIM, DIM, bias=False, **META)
+        self.v = nn.Linear(DIM, DIM, bias=False, **META)
+        self.o = nn.Linear(DIM, DIM, bias=False, **META)
 
 
 class Expert(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.w1 = nn.Linear(DIM, DIM, bias=False)
-        self.w2 = nn.Linear(DIM, DIM, bias=False)
-        self.w3 = nn.Linear(DIM, DIM, bias=False)
+        self.w1 = nn.Linear(DIM, DIM, bias=False, **META)
+        self.w2 = nn.Linear(DIM, DIM, bias=False, **META)
+        self.w3 = nn.Linear(DIM, DIM, bias=False, **META)
 
 
 class Block(nn.Module):
     def __init__(self, experts: int) -> None:
         super().__init__()
-        self.norm1 = nn.LayerNorm(DIM)
+        self.norm1 = nn.LayerNorm(DIM, **META)
         self.attn = Attention()
-        self.norm2 = nn.LayerNorm(DIM)
-        self.router = nn.Linear(DIM, experts, bias=False)
+        self.norm2 = nn.LayerNorm(DIM, **META)
+        self.router = nn.Linear(DIM, experts, bias=False, **META)
         self.experts = nn.ModuleList(Expert() for _ in range(experts))
 
 
 class MoE(nn.Module):
     def __init__(self, blocks: int, experts: int) -> None:
         super().__init__()
-        self.embed = nn.Embedding(64, DIM)
+        self.embed = nn.Embedding(64, DIM, **META)
         self.blocks = nn.ModuleList(Block(experts) for _ in range(blocks))
-        self.norm = nn.LayerNorm(DIM)
-        self.head = nn.Linear(DIM, 64)
+        self.norm = nn.LayerNorm(DIM, **META)
+        self.head = nn.Linear(DIM, 64, **META)
 
 
 def tensors_per_block(experts: int) -> int:
@@ -60,9 +60,7 @@ def tensors_per_block(experts: int) -> int:
 
 def build(tensors: int = 50_000, experts: int = 256) -> MoE:
     """About ``tensors`` parameter tensors (whole blocks of ``experts`` experts), on ``meta``."""
-    blocks = max(1, round(tensors / tensors_per_block(experts)))
-    with torch.device("meta"):
-        return MoE(blocks, experts)
+    return MoE(max(1, round(tensors / tensors_per_block(experts))), experts)
 
 
 # --- the policies and the loops people write instead -------------------------
