@@ -73,27 +73,17 @@ def apply_figures(model) -> list[Figure]:
     return figures
 
 
-def linearity_figure(models: dict[int, object]) -> Figure:
+def linearity_figure(per_size: dict[int, tuple[int, float, float]]) -> Figure:
     """Time per tensor at 200k over time per tensor at 10k, for resolve and for its hand loop.
 
     CPython itself slows per object as a heap outgrows the caches (the hand
     loop does too), so linear means: resolve's growth no worse than the loop's.
     """
-    policy = policyfreeze.parse(moe.MIXED, "<mixed-12>")
-    loop = moe.POLICIES["mixed-12"][1]
-    per_tensor = {}
-    for size, model in models.items():
-        tensors = sum(1 for _ in model.parameters())
-        median = alternate(
-            {"resolve": lambda: policyfreeze.resolve(model, policy), "loop": lambda: loop(model)},
-            setup=lambda: all_trainable(model),
-            repeats=LINEAR_REPEATS,
-        )
-        per_tensor[size] = (tensors, median["resolve"], median["loop"])
-    (small_n, small_resolve, small_loop), (large_n, large_resolve, large_loop) = per_tensor[SIZES[0]], per_tensor[SIZES[-1]]
+    (small_n, small_resolve, small_loop) = per_size[SIZES[0]]
+    (large_n, large_resolve, large_loop) = per_size[SIZES[-1]]
     resolve_growth = (large_resolve / large_n) / (small_resolve / small_n)
     loop_growth = (large_loop / large_n) / (small_loop / small_n)
-    shown = ", ".join(f"{n:,}: {ms(t)} ({t / n * 1e6:.1f} us/tensor)" for n, t, _ in per_tensor.values())
+    shown = ", ".join(f"{n:,}: {ms(t)} ({t / n * 1e6:.1f} us/tensor)" for n, t, _ in per_size.values())
     return Figure(
         "[1] resolve grows linearly (mixed-12)",
         f"{shown}; per-tensor cost {small_n:,} -> {large_n:,}: resolve x{resolve_growth:.2f}, hand loop x{loop_growth:.2f}",
@@ -102,11 +92,29 @@ def linearity_figure(models: dict[int, object]) -> Figure:
     )
 
 
+def mixed_times(model) -> tuple[int, float, float]:
+    """Tensors, median resolve seconds and median hand-loop seconds of the mixed policy."""
+    policy = policyfreeze.parse(moe.MIXED, "<mixed-12>")
+    loop = moe.POLICIES["mixed-12"][1]
+    median = alternate(
+        {"resolve": lambda: policyfreeze.resolve(model, policy), "loop": lambda: loop(model)},
+        setup=lambda: all_trainable(model),
+        repeats=LINEAR_REPEATS,
+    )
+    return sum(1 for _ in model.parameters()), median["resolve"], median["loop"]
+
+
 def main() -> list[Figure]:
     warnings.simplefilter("error", policyfreeze.PolicyWarning)  # every statement must select something
-    models = {size: moe.build(size) for size in SIZES}
-    figures = apply_figures(models[50_000])
-    figures.append(linearity_figure(models))
+    figures: list[Figure] = []
+    per_size = {}
+    for size in SIZES:  # one model at a time: a full collection before each run scans every live one
+        model = moe.build(size)
+        if size == 50_000:
+            figures += apply_figures(model)
+        per_size[size] = mixed_times(model)
+        del model
+    figures.append(linearity_figure(per_size))
     return figures
 
 
