@@ -112,6 +112,8 @@ def main() -> list[Figure]:
                median["c"] / median["d"] <= 1.05),
         Figure("[4] (c) policyfreeze / (a) all trainable", f"{median['c'] / median['a']:.2f}x", "<= 0.3x",
                median["c"] / median["a"] <= 0.3),
+        Figure("[4] (d) forward only / (a) all trainable", f"{median['d'] / median['a']:.2f}x",
+               "for comparison: the floor, the best (c)/(a) any freeze can reach on this machine", None),
         Figure("[4] (c) policyfreeze / (e) the same freeze by hand", f"{median['c'] / median['e']:.2f}x",
                "for comparison: the policy costs nothing per step", None),
         Figure("[4] (b) optimizer-only / (a) all trainable", f"{median['b'] / median['a']:.2f}x",
