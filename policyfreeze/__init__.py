@@ -6,7 +6,11 @@
     print(report)
 """
 
-from .applier import apply
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
 from .errors import (
     PolicyError,
     PolicyResolveError,
@@ -15,14 +19,47 @@ from .errors import (
     PolicyValidationError,
     PolicyWarning,
 )
-from .freezer import Freezer, StageChange
-from .optim import check_optimizer
-from .parser import load, parse
-from .report import Report
-from .resolver import Decision, Plan, resolve
-from .rules import Policy
 
 __version__ = "0.1.0"
+
+# The rest of the API loads on first use (PEP 562): `policyfreeze lint`
+# starts without importing the resolver, the training helpers or the report.
+_LAZY = {
+    "apply": "applier",
+    "Freezer": "freezer",
+    "StageChange": "freezer",
+    "check_optimizer": "optim",
+    "load": "parser",
+    "parse": "parser",
+    "Report": "report",
+    "Decision": "resolver",
+    "Plan": "resolver",
+    "resolve": "resolver",
+    "Policy": "rules",
+}
+
+if TYPE_CHECKING:
+    from .applier import apply
+    from .freezer import Freezer, StageChange
+    from .optim import check_optimizer
+    from .parser import load, parse
+    from .report import Report
+    from .resolver import Decision, Plan, resolve
+    from .rules import Policy
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'policyfreeze' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "Decision",
