@@ -312,8 +312,8 @@ def _segment_regex(segment: str, groups: Iterator[int]) -> str:
     return first + "".join(_atomic(f"[^.]*?{piece}", groups) for piece in middle if piece) + f"[^.]*{last}"
 
 
-def _class_regex(body: str) -> str:
-    """An fnmatch ``[...]`` class as a regex that never matches '.' (empty ranges dropped, as fnmatch does)."""
+def _class_members(body: str, escape) -> tuple[bool, list[str]]:
+    """An fnmatch ``[...]`` class body: negated?, and its members escaped (empty ranges dropped, as fnmatch does)."""
     negate = body.startswith("!")
     body = body[1:] if negate else body
     members: list[str] = []
@@ -322,11 +322,17 @@ def _class_regex(body: str) -> str:
         if i + 2 < len(body) and body[i + 1] == "-":
             low, high = body[i], body[i + 2]
             if low <= high:
-                members.append(f"{re.escape(low)}-{re.escape(high)}")
+                members.append(f"{escape(low)}-{escape(high)}")
             i += 3
         else:
-            members.append(re.escape(body[i]))
+            members.append(escape(body[i]))
             i += 1
+    return negate, members
+
+
+def _class_regex(body: str) -> str:
+    """An fnmatch ``[...]`` class as a Python regex that never matches '.'."""
+    negate, members = _class_members(body, re.escape)
     if not members:
         return "[^.]" if negate else "(?!)"
     return ("[^." if negate else "[") + "".join(members) + "]"
@@ -381,19 +387,8 @@ def _scan_segment(segment: str) -> str:
 
 
 def _scan_class(body: str) -> str:
-    negate = body.startswith("!")
-    body = body[1:] if negate else body
-    members: list[str] = []
-    i = 0
-    while i < len(body):
-        if i + 2 < len(body) and body[i + 1] == "-":
-            low, high = body[i], body[i + 2]
-            if low <= high:
-                members.append(f"{_scan_literal(low)}-{_scan_literal(high)}")
-            i += 3
-        else:
-            members.append(_scan_literal(body[i]))
-            i += 1
+    """An fnmatch ``[...]`` class as an RE2 regex that never matches '.' or a newline."""
+    negate, members = _class_members(body, _scan_literal)
     if negate:
         return r"[^.\n" + "".join(members) + "]"
     return "[" + "".join(members) + "]" if members else r"[^\x00-\x{10FFFF}]"  # nothing
