@@ -55,24 +55,9 @@ from policyfreeze.selection import (
     matches,
 )
 from policyfreeze.tree import ModelTree
+from spec_glob import spec_glob_matches as glob_matches
 
 # --- the reference evaluator --------------------------------------------------
-
-
-def glob_matches(pattern: str, name: str) -> bool:
-    """Spec §3: a ``*``/``**`` segment spans zero or more whole segments, any other is fnmatch."""
-    wanted = pattern.split(".")
-    segments = name.split(".") if name else []
-
-    @functools.cache
-    def match(p: int, n: int) -> bool:
-        if p == len(wanted):
-            return n == len(segments)
-        if wanted[p] in ("*", "**"):
-            return match(p + 1, n) or (n < len(segments) and match(p, n + 1))
-        return n < len(segments) and fnmatch.fnmatchcase(segments[n], wanted[p]) and match(p + 1, n + 1)
-
-    return match(0, 0)
 
 
 def regex_matches(pattern: str, ignore_case: bool, name: str) -> bool:
