@@ -49,23 +49,23 @@ def refuse_distributed(model: Any) -> None:
 
 def commit(plan: Plan) -> None:
     """Set the planned flags and eval pins; on any failure restore every one and re-raise."""
-    tensors, modules = plan._tensors, plan._modules
-    previous_flags = [tensor.requires_grad for tensor in tensors]
-    wanted_flags = map(plan.requires_grad.__getitem__, [info.name for info in plan.tree.params])
+    tensors, flags = plan._tensors, plan.param_flags
+    # A flag is a bool: each tensor to change had the opposite of what it gets.
+    to_change = [index for index, tensor in enumerate(tensors) if tensor.requires_grad != flags[index]]
+    attempted = 0  # counted before each change: one that fails half-way is undone too
     changed_modes = []  # (module, what restores it): only modules whose pin changes are touched
     try:
-        for tensor, wanted, before in zip(tensors, wanted_flags, previous_flags):
-            if before != wanted:
-                set_requires_grad(tensor, wanted)
-        wanted_pins = map(plan.pinned.__getitem__, [info.name for info in plan.tree.modules])
-        for module, wanted, pinned in zip(modules, wanted_pins, map(pins.is_pinned, modules)):
-            if pinned != wanted:
-                changed_modes.append((module, pins.snapshot(module)))
-                set_pinned(module, wanted)
+        for index in to_change:
+            attempted += 1
+            set_requires_grad(tensors[index], flags[index])
+        modules, module_pins = plan._modules, plan.module_pins
+        for module_id, decider in enumerate(plan.module_deciders):
+            if decider >= 0 and pins.is_pinned(modules[module_id]) != module_pins[module_id]:
+                changed_modes.append((modules[module_id], pins.snapshot(modules[module_id])))
+                set_pinned(modules[module_id], module_pins[module_id])
     except BaseException as exc:
-        for tensor, flag in zip(tensors, previous_flags):
-            if tensor.requires_grad != flag:
-                tensor.requires_grad_(flag)
+        for index in to_change[:attempted]:
+            tensors[index].requires_grad_(not flags[index])
         for module, mode in reversed(changed_modes):
             pins.restore(module, mode)
         if isinstance(exc, PolicyError) or not isinstance(exc, Exception):

@@ -104,7 +104,7 @@ def measure(plan: Plan, input_shape: tuple[int, ...]) -> CostReport:
         raise PolicyUsageError("this plan has no model to run: resolve the policy on the model itself")
     shape = _checked_shape(input_shape)
     root = plan._modules[0]
-    before = {p.name: p.requires_grad for p in plan.tree.params}
+    before = plan.before
     return CostReport(
         policy=plan.policy.source.name,
         model=plan.tree.modules[0].classes[0] if plan.tree.modules[0].classes else "Module",

@@ -291,7 +291,7 @@ def _names_in(groups: list[Group]) -> set[str]:
 
 def _held_by(optimizer: Any, plan: Plan) -> set[str]:
     """The model's parameters ``optimizer`` holds, by name (tensors of other models are left alone)."""
-    names = {id(tensor): info.name for info, tensor in zip(plan.tree.params, plan._tensors)}
+    names = {id(tensor): name for name, tensor in zip(plan.tree.param_names, plan._tensors)}
     return {names[id(t)] for group in optimizer.param_groups for t in group["params"] if id(t) in names}
 
 
@@ -362,7 +362,7 @@ def _apply_to_optimizer(optimizer: Any, plan: Plan, ops: list[_Step]):
 
 
 def _tensors_by_name(plan: Plan) -> dict[str, Any]:
-    return {info.name: tensor for info, tensor in zip(plan.tree.params, plan._tensors)}
+    return dict(zip(plan.tree.param_names, plan._tensors))
 
 
 def _count(n: int, noun: str) -> str:

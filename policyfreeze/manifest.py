@@ -22,7 +22,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import PolicyUsageError
-from .tree import ModelTree, ModuleInfo, ParamInfo
+from .tree import ModelTree, StoredDetails, slot_ids
 
 MANIFEST_FORMAT = "policyfreeze-manifest"
 MANIFEST_VERSION = 1
@@ -120,51 +120,58 @@ def to_tree(manifest: Manifest) -> ModelTree:
     """The ``ModelTree`` a manifest describes: node for node what the live model gives."""
     modules_by_name = _index_names(manifest.modules)
     params_by_name = _index_names(manifest.parameters)
-    tree = ModelTree()
+    names: list[str] = []
+    ends: list[int] = []
+    param_nodes: list[int] = []
+    module_nodes: list[int] = []
+    param_ids: list[int] = []  # per slot
+    module_ids: list[int] = []
     # Pre-order, as ModelTree.from_module_with_objects walks a live model. An int on
     # the stack marks a node whose subtree is complete. Local names have no dots,
     # so every name visited is longer than its parent's and must be in the
     # manifest: the walk ends even on a manifest that describes a cycle.
-    stack: list[tuple[str, int] | int] = [("", -1)]
+    stack: list[str | int] = [""]
     while stack:
         item = stack.pop()
         if isinstance(item, int):
-            tree.ends[item] = len(tree.names)
+            ends[item] = len(names)
             continue
-        name, parent = item
-        module_id = _lookup(modules_by_name, name, "module")
+        module_id = _lookup(modules_by_name, item, "module")
         entry = manifest.modules[module_id]
-        node = _append(tree, name, module_id, is_param=False)
-        if parent >= 0:
-            tree.children[parent].append(node)
-        tree.children[node] = []
+        node = len(names)
+        module_nodes.append(node)
+        module_ids.append(module_id)
+        names.append(item)
+        ends.append(-1)
+        prefix = item + "." if item else ""
         for local in entry.parameters:
-            full = f"{name}.{local}" if name else local
-            pnode = _append(tree, full, _lookup(params_by_name, full, "parameter"), is_param=True)
-            tree.ends[pnode] = pnode + 1
-        pending, seen = [], set()
-        for local in entry.children:
-            full = f"{name}.{local}" if name else local
-            child_id = _lookup(modules_by_name, full, "module")
-            # module.children() lists an object registered twice under one parent once.
-            pending.append((full, -2 if child_id in seen else node))
-            seen.add(child_id)
+            param_nodes.append(len(names))
+            param_ids.append(_lookup(params_by_name, prefix + local, "parameter"))
+            names.append(prefix + local)
+            ends.append(len(names))
         stack.append(node)
-        stack.extend(reversed(pending))
-    tree.modules = [
-        ModuleInfo(
-            name=m.name, classes=tuple(m.classes), aliases=tuple(m.aliases), pinned=m.pinned, running_stats=m.running_stats
-        )
-        for m in manifest.modules
-    ]
-    tree.params = [
-        ParamInfo(
-            name=p.name, shape=tuple(p.shape), dtype=p.dtype, requires_grad=p.requires_grad, aliases=tuple(p.aliases)
-        )
-        for p in manifest.parameters
-    ]
-    tree.finish()
-    return tree
+        stack.extend(reversed([prefix + local for local in entry.children]))
+    params, modules = manifest.parameters, manifest.modules
+    return ModelTree(
+        names=names,
+        ends=ends,
+        param_nodes=param_nodes,
+        module_nodes=module_nodes,
+        param_slot_ids=slot_ids(param_ids),
+        module_slot_ids=slot_ids(module_ids),
+        param_names=[p.name for p in params],
+        param_aliases=[tuple(p.aliases) for p in params],
+        param_requires_grad=[p.requires_grad for p in params],
+        module_names=[m.name for m in modules],
+        module_aliases=[tuple(m.aliases) for m in modules],
+        module_pinned=[m.pinned for m in modules],
+        details=StoredDetails(
+            param_shapes=[tuple(p.shape) for p in params],
+            param_dtypes=[p.dtype for p in params],
+            module_classes=[tuple(m.classes) for m in modules],
+            module_running_stats=[m.running_stats for m in modules],
+        ),
+    )
 
 
 def _index_names(entries: list[ModuleEntry] | list[ParameterEntry]) -> dict[str, int]:
@@ -174,14 +181,6 @@ def _index_names(entries: list[ModuleEntry] | list[ParameterEntry]) -> dict[str,
             if table.setdefault(name, index) != index:
                 raise PolicyUsageError(f"the manifest is inconsistent: '{name}' names two entries")
     return table
-
-
-def _append(tree: ModelTree, name: str, index: int, *, is_param: bool) -> int:
-    tree.names.append(name)
-    tree.ids.append(index)
-    tree.is_param.append(is_param)
-    tree.ends.append(-1)
-    return len(tree.names) - 1
 
 
 def _lookup(table: dict[str, int], name: str, kind: str) -> int:

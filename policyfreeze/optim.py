@@ -95,7 +95,7 @@ def param_groups(plan: Plan, *, lr: float | None = None, weight_decay: float | N
             "this plan has no tensors (it was evaluated on a model tree)",
             help="resolve the policy on the model itself: policyfreeze.resolve(model, policy).param_groups(...)",
         )
-    tensors = {info.name: tensor for info, tensor in zip(plan.tree.params, plan._tensors)}
+    tensors = dict(zip(plan.tree.param_names, plan._tensors))
     return [{"params": [tensors[name] for name in names], **options} for options, names in layout(plan, lr, weight_decay)]
 
 
@@ -112,14 +112,14 @@ def check_optimizer(model: Any, optimizer: Any) -> tuple[PolicyError, ...]:
         for tensor in group["params"]:
             held[id(tensor)] = held.get(id(tensor), 0) + 1
     missing, frozen, twice = [], [], []
-    for info, tensor in zip(tree.params, tensors):
+    for name, tensor in zip(tree.param_names, tensors):
         count = held.get(id(tensor), 0)
         if tensor.requires_grad and not count:
-            missing.append(info.name)
+            missing.append(name)
         if not tensor.requires_grad and count:
-            frozen.append(info.name)
+            frozen.append(name)
         if count > 1:
-            twice.append(info.name)
+            twice.append(name)
     problems = []
     if missing:
         problems.append(

@@ -7,8 +7,12 @@ point that accepts a live ``nn.Module``.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import functools
 import itertools
+import operator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +23,7 @@ from .parser import load, parse
 from .rules import GlobSelector, Options, Policy, Statement, TypeSelector, quote_name
 from .selection import select
 from .source import Source
-from .tree import ModelTree, ParamInfo
+from .tree import ModelTree, ParamInfo, can_require_grad
 
 
 @dataclass(frozen=True)
@@ -56,21 +60,46 @@ class Plan:
     """What a policy decides for a model, before anything is changed.
 
     ``requires_grad`` and ``decisions`` are keyed by parameter name in
-    ``named_parameters()`` order; ``pinned`` by module name in
-    ``named_modules()`` order (True: held in eval mode).
+    ``named_parameters()`` order; ``pinned`` and ``pin_decisions`` by module
+    name in ``named_modules()`` order (True: held in eval mode). They are built
+    on first use from the columns below, which are indexed by the parameter
+    and module ids of ``tree``.
     """
 
     policy: Policy
     tree: ModelTree
     at: int
-    requires_grad: dict[str, bool]
-    decisions: dict[str, Decision | None]
-    pinned: dict[str, bool]
-    pin_decisions: dict[str, Decision | None]
+    #: one per statement of the stage, in order: what a decider number points to
+    statement_decisions: tuple[Decision, ...]
+    #: per parameter id: the final requires_grad, and the deciding statement's number (-1: none)
+    param_flags: list[bool]
+    param_deciders: list[int]
+    #: per module id: the final eval pin, and the deciding statement's number (-1: none)
+    module_pins: list[bool]
+    module_deciders: list[int]
     warnings: tuple[PolicyError, ...] = ()
     errors: tuple[PolicyError, ...] = ()
     _tensors: tuple[Any, ...] = field(default=(), repr=False, compare=False)
     _modules: tuple[Any, ...] = field(default=(), repr=False, compare=False)
+
+    @functools.cached_property
+    def requires_grad(self) -> dict[str, bool]:
+        return dict(zip(self.tree.param_names, self.param_flags))
+
+    @functools.cached_property
+    def decisions(self) -> dict[str, Decision | None]:
+        return dict(zip(self.tree.param_names, map(self._decision, self.param_deciders)))
+
+    @functools.cached_property
+    def pinned(self) -> dict[str, bool]:
+        return dict(zip(self.tree.module_names, self.module_pins))
+
+    @functools.cached_property
+    def pin_decisions(self) -> dict[str, Decision | None]:
+        return dict(zip(self.tree.module_names, map(self._decision, self.module_deciders)))
+
+    def _decision(self, decider: int) -> Decision | None:
+        return self.statement_decisions[decider] if decider >= 0 else None
 
     @property
     def params(self) -> dict[str, ParamInfo]:
@@ -79,20 +108,23 @@ class Plan:
     @property
     def before(self) -> dict[str, bool]:
         """Each parameter's ``requires_grad`` when the plan was made."""
-        return {p.name: p.requires_grad for p in self.tree.params}
+        return dict(zip(self.tree.param_names, self.tree.param_requires_grad))
 
     @property
     def changed(self) -> list[str]:
         """Names whose ``requires_grad`` the plan changes, in parameter order."""
-        return [p.name for p in self.tree.params if self.requires_grad[p.name] != p.requires_grad]
+        return [name for name, before, after in self._flag_columns() if before != after]
 
     @property
     def trainable(self) -> list[str]:
-        return [name for name, flag in self.requires_grad.items() if flag]
+        return list(itertools.compress(self.tree.param_names, self.param_flags))
 
     @property
     def frozen(self) -> list[str]:
-        return [name for name, flag in self.requires_grad.items() if not flag]
+        return list(itertools.compress(self.tree.param_names, map(operator.not_, self.param_flags)))
+
+    def _flag_columns(self) -> Iterator[tuple[str, bool, bool]]:
+        return zip(self.tree.param_names, self.tree.param_requires_grad, self.param_flags)
 
     def param_groups(self, *, lr: float | None = None, weight_decay: float | None = None) -> list[dict]:
         """Optimizer parameter groups holding only what trains, grouped by ``with`` options.
@@ -152,61 +184,64 @@ def resolve(model: Any, policy: Policy | str | Path, *, epoch: int | None = None
     plan = evaluate(tree, policy, at)
     if plan.errors:
         raise PolicyError.collect(list(plan.errors))
-    return Plan(**{**plan.__dict__, "_tensors": tuple(tensors), "_modules": tuple(modules)})
+    return dataclasses.replace(plan, _tensors=tuple(tensors), _modules=tuple(modules))
 
 
 def evaluate(tree: ModelTree, policy: Policy, at: int = 0) -> Plan:
     """The plan for ``tree``; problems are returned in ``errors``/``warnings``, not raised."""
     statements = policy.stage(at)
-    # Deciders are indexes into ``statements``; -1: no statement reached it.
-    param_deciders = [-1] * len(tree.params)
-    module_deciders = [-1] * len(tree.modules)
+    # Deciders are numbers of statements; -1: no statement reached it.
+    param_deciders = [-1] * len(tree.param_names)
+    module_deciders = [-1] * len(tree.module_names)
     warnings: list[PolicyError] = []
     suggestions = _Suggestions(tree)
-    for index, statement in enumerate(statements):
+    for number, statement in enumerate(statements):
         nodes = select(tree, statement.selector)
         acts_on_params = statement.verb in ("freeze", "unfreeze")
         reached = tree.param_ids_in(nodes) if acts_on_params else tree.module_ids_in(nodes)
         deciders = param_deciders if acts_on_params else module_deciders
         for reached_id in reached:
-            deciders[reached_id] = index
+            deciders[reached_id] = number
         if not reached:
             warnings.append(_selects_nothing(policy.source, statement, acts_on_params, suggestions))
+    # The flag each statement sets: unfreeze → trainable, eval → pinned.
+    sets = [statement.verb in ("unfreeze", "eval") for statement in statements]
+    return Plan(
+        policy,
+        tree,
+        at,
+        tuple(Decision.of(statement, policy.source) for statement in statements),
+        _final(tree.param_requires_grad, param_deciders, sets),
+        param_deciders,
+        _final(tree.module_pinned, module_deciders, sets),
+        module_deciders,
+        tuple(warnings),
+        tuple(_unfrozen_non_float(tree, policy.source, statements, param_deciders)),
+    )
 
-    source = policy.source
-    # One Decision per statement, shared by everything it decided; the last entry serves -1.
-    decision_of = [Decision.of(statement, source) for statement in statements] + [None]
-    unfreezes = [statement.verb == "unfreeze" for statement in statements]
-    eval_pins = [statement.verb == "eval" for statement in statements]
-    param_names = [param.name for param in tree.params]
-    decisions = dict(zip(param_names, map(decision_of.__getitem__, param_deciders)))
-    requires_grad = {
-        param.name: param.requires_grad if decider < 0 else unfreezes[decider]
-        for param, decider in zip(tree.params, param_deciders)
-    }
-    errors: list[PolicyError] = []
-    unfrozen = itertools.compress(range(len(param_deciders)), map((unfreezes + [False]).__getitem__, param_deciders))
-    for param_id in unfrozen:
-        param = tree.params[param_id]
-        if not param.can_require_grad:
+
+def _final(initial: list[bool], deciders: list[int], sets: list[bool]) -> list[bool]:
+    if max(deciders, default=-1) < 0:  # no statement reached any: a copy is enough
+        return list(initial)
+    return [flag if decider < 0 else sets[decider] for flag, decider in zip(initial, deciders)]
+
+
+def _unfrozen_non_float(tree: ModelTree, source: Source, statements: list[Statement], param_deciders: list[int]) -> Iterator[PolicyError]:
+    """PF207 for each parameter an ``unfreeze`` decided whose dtype cannot require gradients."""
+    unfreezes = [statement.verb == "unfreeze" for statement in statements] + [False]  # the last serves -1
+    unfrozen = list(itertools.compress(range(len(param_deciders)), map(unfreezes.__getitem__, param_deciders)))
+    for param_id, dtype in zip(unfrozen, tree.details.param_dtypes_of(unfrozen)):
+        if not can_require_grad(dtype):
             statement = statements[param_deciders[param_id]]
-            errors.append(
-                source.error(
-                    PolicyResolveError,
-                    f"cannot unfreeze {param.name}: its dtype {param.dtype} cannot require gradients",
-                    statement.span.offset,
-                    statement.span.end_offset,
-                    code="PF207",
-                    help=f"leave it out: add 'except {quote_name(param.name)}' to the statement",
-                )
+            name = tree.param_names[param_id]
+            yield source.error(
+                PolicyResolveError,
+                f"cannot unfreeze {name}: its dtype {dtype} cannot require gradients",
+                statement.span.offset,
+                statement.span.end_offset,
+                code="PF207",
+                help=f"leave it out: add 'except {quote_name(name)}' to the statement",
             )
-    module_names = [module.name for module in tree.modules]
-    pin_decisions = dict(zip(module_names, map(decision_of.__getitem__, module_deciders)))
-    pinned = {
-        module.name: module.pinned if decider < 0 else eval_pins[decider]
-        for module, decider in zip(tree.modules, module_deciders)
-    }
-    return Plan(policy, tree, at, requires_grad, decisions, pinned, pin_decisions, tuple(warnings), tuple(errors))
 
 
 def _selects_nothing(source: Source, statement: Statement, acts_on_params: bool, suggestions: _Suggestions) -> PolicyError:
@@ -245,7 +280,7 @@ class _Suggestions:
     def _work_out(self, atom: GlobSelector | TypeSelector) -> str:
         pattern = shorten(atom.pattern)
         if isinstance(atom, TypeSelector):
-            classes = sorted({c for m in self.tree.modules for c in m.classes})
+            classes = sorted({c for module_classes in self.tree.module_classes for c in module_classes})
             close = difflib.get_close_matches(atom.pattern, classes, n=1, cutoff=0.6)
             return f"no module is a {pattern}" + (f"; did you mean '{close[0]}'?" if close else "")
         close = difflib.get_close_matches(atom.pattern, self._names_as_deep_as(atom.pattern), n=1, cutoff=0.6)

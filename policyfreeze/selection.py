@@ -72,9 +72,8 @@ def matches(tree: ModelTree, selector) -> list[int]:
 
 def _glob_matches(tree: ModelTree, pattern: str, *, below_matches: bool) -> list[int]:
     """Nodes whose dotted name ``pattern`` matches; nodes below a match only if ``below_matches``."""
-    if not _WILDCARD.search(pattern) and len(tree.node_by_name) == len(tree):
-        node = tree.node_by_name.get(pattern)  # a plain name is one lookup, not a scan
-        return [] if node is None else [node]
+    if not _WILDCARD.search(pattern):
+        return tree.nodes_named(pattern)  # a plain name: no scan of every name
     ends = None if below_matches else tree.ends
     return _name_matches(
         tree.dotted_names, tree.dotted_name_lines, _glob_scanner(pattern), glob_regex(pattern).fullmatch, ends
@@ -165,7 +164,7 @@ def _match_children(tree: ModelTree, selector: ChildrenSelector) -> list[int]:
         # Every matching module, even one below another match: each has its own children.
         matched = _glob_matches(tree, selector.parent.pattern, below_matches=True)
         parents = [node for node in matched if not tree.is_param[node]]
-    picked = {child for parent in parents for child in selector.slice.pick(tree.children[parent])}
+    picked = {child for parent in parents for child in selector.slice.pick(tree.children_of(parent))}
     return sorted(picked)
 
 

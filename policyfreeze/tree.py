@@ -16,10 +16,11 @@ import bisect
 import functools
 import itertools
 import operator
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from .pins import is_pinned
+from .pins import PINNED_METHOD, is_pinned
 
 # Wrapper class name → the attribute holding the wrapped module.
 WRAPPERS = {
@@ -51,7 +52,12 @@ class ParamInfo:
 
     @property
     def can_require_grad(self) -> bool:
-        return self.dtype.startswith(("float", "bfloat", "complex"))
+        return can_require_grad(self.dtype)
+
+
+def can_require_grad(dtype: str) -> bool:
+    """Whether a tensor of this dtype (``float32``, ``int64``...) can require gradients."""
+    return dtype.startswith(("float", "bfloat", "complex"))
 
 
 @dataclass(frozen=True)
@@ -70,22 +76,84 @@ class ModuleInfo:
     running_stats: bool = False
 
 
-@dataclass
-class ModelTree:
-    """Pre-order nodes of a model: modules and their direct parameters before submodules."""
+@dataclass(frozen=True)
+class StoredDetails:
+    """Per-object details known up front (a manifest), indexed by parameter or module id."""
 
-    names: list[str] = field(default_factory=list)
-    #: per node: the module id (index into ``modules``) or the parameter id (into ``params``)
-    ids: list[int] = field(default_factory=list)
-    is_param: list[bool] = field(default_factory=list)
+    param_shapes: list[tuple[int, ...]]
+    param_dtypes: list[str]
+    module_classes: list[tuple[str, ...]]
+    module_running_stats: list[bool]
+
+    def param_dtypes_of(self, ids: list[int]) -> list[str]:
+        return [self.param_dtypes[i] for i in ids]
+
+
+class LiveDetails:
+    """Per-object details of a live model, read from its tensors and modules on first use.
+
+    Resolving and applying a policy need none of them, so they cost nothing
+    until a report, a lint or a manifest asks. Applying a policy changes no
+    shape, dtype or class, so reading them later gives what the walk would
+    have read.
+    """
+
+    def __init__(self, tensors: list[Any], modules: list[Any]) -> None:
+        self.tensors = tensors
+        self.modules = modules
+
+    @functools.cached_property
+    def param_shapes(self) -> list[tuple[int, ...]]:
+        return list(map(tuple, map(operator.attrgetter("shape"), self.tensors)))
+
+    @functools.cached_property
+    def param_dtypes(self) -> list[str]:
+        return list(map(_dtype_name, map(operator.attrgetter("dtype"), self.tensors)))
+
+    def param_dtypes_of(self, ids: list[int]) -> list[str]:
+        """The dtypes of a few parameters, without reading every tensor's."""
+        tensors = self.tensors
+        return [_dtype_name(tensors[i].dtype) for i in ids]
+
+    @functools.cached_property
+    def module_classes(self) -> list[tuple[str, ...]]:
+        return list(map(_class_names, map(type, self.modules)))
+
+    @functools.cached_property
+    def module_running_stats(self) -> list[bool]:
+        return list(map(_tracks_running_stats, self.modules))
+
+
+@dataclass(eq=False)
+class ModelTree:
+    """Pre-order nodes of a model: modules and their direct parameters before submodules.
+
+    A node is one name. Node numbers follow pre-order, so the subtree of node
+    ``n`` is the range ``n .. ends[n]``. Objects are numbered in order of first
+    appearance, parameters and modules separately: a tied tensor or a shared
+    module is one id with several nodes. ``param_*`` and ``module_*`` columns
+    are indexed by id.
+    """
+
+    #: per node: its full dotted name (the root is "")
+    names: list[str]
     #: per node: one past the last node of its subtree
-    ends: list[int] = field(default_factory=list)
-    #: per module node: its direct child module nodes, as ``module.children()`` lists them
-    children: dict[int, list[int]] = field(default_factory=dict)
-    params: list[ParamInfo] = field(default_factory=list)
-    modules: list[ModuleInfo] = field(default_factory=list)
-    _param_nodes: list[int] = field(default_factory=list, repr=False)
-    _module_nodes: list[int] = field(default_factory=list, repr=False)
+    ends: list[int]
+    #: the nodes of parameters and of modules, ascending; a node's position here is its slot
+    param_nodes: list[int]
+    module_nodes: list[int]
+    #: per slot: the id of its object; None when no object has two names (every slot is its own id)
+    param_slot_ids: list[int] | None
+    module_slot_ids: list[int] | None
+    #: per parameter id: its first name, its other names, and requires_grad when the tree was built
+    param_names: list[str]
+    param_aliases: list[tuple[str, ...]]
+    param_requires_grad: list[bool]
+    #: per module id: its first name, its other names, and whether it carried an eval pin
+    module_names: list[str]
+    module_aliases: list[tuple[str, ...]]
+    module_pinned: list[bool]
+    details: StoredDetails | LiveDetails = field(repr=False)
 
     # Building ---------------------------------------------------------------
 
@@ -97,83 +165,159 @@ class ModelTree:
     @classmethod
     def from_module_with_objects(cls, model: Any) -> tuple[ModelTree, list[Any], list[Any]]:
         """The tree, the parameter tensors by id and the module objects by id."""
-        tree = cls()
-        names, is_param, ends, children = tree.names, tree.is_param, tree.ends, tree.children
-        held: list[Any] = []  # per node: its module or tensor
+        names: list[str] = []
+        ends: list[int] = []
+        param_nodes: list[int] = []
+        module_nodes: list[int] = []
+        tensors: list[Any] = []  # per parameter node
+        modules: list[Any] = []  # per module node
         plain: set[type] = set()  # classes that wrap nothing
-        # One pass, no recursion (any depth works). An entry is (module, name,
-        # parent node), or a bare node index that closes that node's subtree.
-        stack: list[Any] = [(model, "", -1)]
+        maybe_pinned: list[Any] = []
+        # One pass, no recursion (any depth works). An entry is (module, name),
+        # or a bare node index that closes that node's subtree.
+        stack: list[Any] = [(model, "")]
         pop, push = stack.pop, stack.append
         while stack:
             entry = pop()
             if entry.__class__ is int:
                 ends[entry] = len(names)
                 continue
-            module, name, parent = entry
+            module, name = entry
             if module.__class__ not in plain:
                 if _wrapped_attribute(module.__class__) is None:
                     plain.add(module.__class__)
                 else:
                     module = unwrap(module)
             node = len(names)
-            if parent >= 0:
-                children[parent].append(node)
-            children[node] = []
+            module_nodes.append(node)
+            modules.append(module)
+            if PINNED_METHOD in module.__dict__:  # rare: what pinned_flags asks, only then
+                maybe_pinned.append(module)
             names.append(name)
-            is_param.append(False)
             ends.append(-1)
-            held.append(module)
             prefix = name + "." if name else ""
             for local, param in module._parameters.items():
                 if param is not None:
+                    param_nodes.append(len(names))
+                    tensors.append(param)
                     names.append(prefix + local)
-                    is_param.append(True)
                     ends.append(len(names))
-                    held.append(param)
             kids = module._modules
             if kids:
-                pending = [(child, prefix + local, node) for local, child in kids.items() if child is not None]
-                if len(set(map(id, kids.values()))) < len(kids):
-                    pending = _repeats_unlisted(pending)
-                if pending:
-                    push(node)  # popped once every child's subtree is complete
-                    stack.extend(reversed(pending))
-                    continue
-            ends[node] = len(names)
-        tree.finish()
-        # Number objects in order of first appearance: a tied tensor or shared module is one id.
-        tree.ids = [0] * len(names)
-        tensors, param_names, param_aliases = _number(tree, tree._param_nodes, held)
-        objects, module_names, module_aliases = _number(tree, tree._module_nodes, held)
-        dtype_names = {dtype: str(dtype).removeprefix("torch.") for dtype in {p.dtype for p in tensors}}
-        tree.params = list(
-            map(
-                ParamInfo,
-                param_names,
-                map(tuple, map(operator.attrgetter("shape"), tensors)),
-                map(dtype_names.__getitem__, map(operator.attrgetter("dtype"), tensors)),
-                map(operator.attrgetter("requires_grad"), tensors),
-                param_aliases,
-            )
+                push(node)  # popped once every child's subtree is complete
+                stack.extend(reversed([(child, prefix + local) for local, child in kids.items() if child is not None]))
+            else:
+                ends[node] = len(names)
+        param_slot_ids, tensors, param_names, param_aliases = _number(param_nodes, tensors, names)
+        module_slot_ids, modules, module_names, module_aliases = _number(module_nodes, modules, names)
+        tree = cls(
+            names=names,
+            ends=ends,
+            param_nodes=param_nodes,
+            module_nodes=module_nodes,
+            param_slot_ids=param_slot_ids,
+            module_slot_ids=module_slot_ids,
+            param_names=param_names,
+            param_aliases=param_aliases,
+            param_requires_grad=[tensor.requires_grad for tensor in tensors],
+            module_names=module_names,
+            module_aliases=module_aliases,
+            # Resolution starts from the pins an earlier apply left.
+            module_pinned=_pinned_flags(modules, maybe_pinned),
+            details=LiveDetails(tensors, modules),
         )
-        tree.modules = list(
+        return tree, tensors, modules
+
+    def __eq__(self, other: object) -> bool:
+        """The same nodes and objects with the same details, however each tree was built."""
+        if not isinstance(other, ModelTree):
+            return NotImplemented
+        return self._compared() == other._compared()
+
+    def _compared(self) -> tuple:
+        columns = tuple(getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "details")
+        return columns + (self.param_shapes, self.param_dtypes, self.module_classes, self.module_running_stats)
+
+    # Per-object details -----------------------------------------------------
+
+    @property
+    def param_shapes(self) -> list[tuple[int, ...]]:
+        return self.details.param_shapes
+
+    @property
+    def param_dtypes(self) -> list[str]:
+        return self.details.param_dtypes
+
+    @property
+    def module_classes(self) -> list[tuple[str, ...]]:
+        """Per module id: its class name, then its bases below nn.Module, nearest first."""
+        return self.details.module_classes
+
+    @property
+    def module_running_stats(self) -> list[bool]:
+        return self.details.module_running_stats
+
+    @functools.cached_property
+    def params(self) -> list[ParamInfo]:
+        """Every parameter tensor by id."""
+        return list(
+            map(ParamInfo, self.param_names, self.param_shapes, self.param_dtypes, self.param_requires_grad, self.param_aliases)
+        )
+
+    @functools.cached_property
+    def modules(self) -> list[ModuleInfo]:
+        """Every module object by id."""
+        return list(
             map(
                 ModuleInfo,
-                module_names,
-                map(_class_names, map(type, objects)),
-                module_aliases,
-                map(is_pinned, objects),  # resolution starts from the pins an earlier apply left
-                map(_tracks_running_stats, objects),
+                self.module_names,
+                self.module_classes,
+                self.module_aliases,
+                self.module_pinned,
+                self.module_running_stats,
             )
         )
-        return tree, tensors, objects
 
-    def finish(self) -> None:
-        """Derive the lookup tables once the nodes are in place."""
-        nodes = range(len(self.is_param))
-        self._param_nodes = list(itertools.compress(nodes, self.is_param))
-        self._module_nodes = list(itertools.compress(nodes, map(operator.not_, self.is_param)))
+    # Per-node views ---------------------------------------------------------
+
+    @functools.cached_property
+    def is_param(self) -> list[bool]:
+        """Per node: whether it is a parameter."""
+        flags = [False] * len(self.names)
+        for node in self.param_nodes:
+            flags[node] = True
+        return flags
+
+    @functools.cached_property
+    def ids(self) -> list[int]:
+        """Per node: the parameter id or the module id of its object."""
+        ids = [0] * len(self.names)
+        for nodes, slot_ids in ((self.param_nodes, self.param_slot_ids), (self.module_nodes, self.module_slot_ids)):
+            for node, number in zip(nodes, range(len(nodes)) if slot_ids is None else slot_ids):
+                ids[node] = number
+        return ids
+
+    def children_of(self, node: int) -> list[int]:
+        """The child module nodes of a module node, as ``module.children()`` lists them.
+
+        A module registered twice under one parent is listed once (its second
+        registration still has a node and a subtree).
+        """
+        is_param, ends = self.is_param, self.ends
+        shared = self.module_slot_ids is not None
+        seen: set[int] = set()
+        kids: list[int] = []
+        child, end = node + 1, ends[node]
+        while child < end:
+            if is_param[child]:
+                child += 1
+                continue
+            if not shared or self.ids[child] not in seen:
+                kids.append(child)
+                if shared:
+                    seen.add(self.ids[child])
+            child = ends[child]
+        return kids
 
     # Queries ----------------------------------------------------------------
 
@@ -194,20 +338,38 @@ class ModelTree:
         """``dotted_names`` as one text, for globs."""
         return NameLines.of(self.dotted_names)
 
-    @functools.cached_property
-    def node_by_name(self) -> dict[str, int]:
-        """The first node of each name."""
-        count = len(self.names)
-        return dict(zip(reversed(self.names), range(count - 1, -1, -1)))
+    def nodes_named(self, name: str) -> list[int]:
+        """Every node called ``name``, ascending.
+
+        A node's name extends its parent's by ``.local``, so only nodes whose
+        name is a dotted prefix of ``name`` can lead to it: the search looks at
+        the children of those alone, not at every name.
+        """
+        names, ends = self.names, self.ends
+        if not names or name == names[0]:
+            return [0] if names else []
+        found: list[int] = []
+        parents = [0]
+        while parents:
+            parent = parents.pop()
+            child, end = parent + 1, ends[parent]
+            while child < end:
+                candidate = names[child]
+                if candidate == name:
+                    found.append(child)
+                elif name.startswith(candidate) and name[len(candidate)] == "." and ends[child] > child + 1:
+                    parents.append(child)
+                child = ends[child]
+        return sorted(found)
 
     @functools.cached_property
     def module_nodes_by_classes(self) -> dict[tuple[str, ...], list[int]]:
-        """Module nodes (ascending) grouped by their ``classes``: ``type()`` tests each group once."""
+        """Module nodes (ascending) grouped by their classes: ``type()`` tests each group once."""
         groups: dict[tuple[str, ...], list[int]] = {}
-        classes = [module.classes for module in self.modules]
-        ids = self.ids
-        for node in self._module_nodes:
-            groups.setdefault(classes[ids[node]], []).append(node)
+        classes = self.module_classes
+        slot_ids = self.module_slot_ids
+        for slot, node in enumerate(self.module_nodes):
+            groups.setdefault(classes[slot if slot_ids is None else slot_ids[slot]], []).append(node)
         return groups
 
     def __len__(self) -> int:
@@ -215,19 +377,24 @@ class ModelTree:
 
     def param_ids_in(self, intervals: list[tuple[int, int]]) -> list[int]:
         """Parameter ids with a node inside the intervals (duplicates possible for aliases)."""
-        return self._ids_in(self._param_nodes, intervals)
+        return _ids_in(self.param_nodes, self.param_slot_ids, intervals)
 
     def module_ids_in(self, intervals: list[tuple[int, int]]) -> list[int]:
-        return self._ids_in(self._module_nodes, intervals)
+        return _ids_in(self.module_nodes, self.module_slot_ids, intervals)
 
-    def _ids_in(self, nodes: list[int], intervals: list[tuple[int, int]]) -> list[int]:
-        ids = self.ids
-        out: list[int] = []
-        for start, end in intervals:
-            lo = bisect.bisect_left(nodes, start)
-            hi = bisect.bisect_left(nodes, end, lo)
-            out.extend(map(ids.__getitem__, nodes[lo:hi]))
-        return out
+
+def _ids_in(nodes: list[int], slot_ids: list[int] | None, intervals: list[tuple[int, int]]) -> list[int]:
+    out: list[int] = []
+    for start, end in intervals:
+        first = bisect.bisect_left(nodes, start)
+        last = bisect.bisect_left(nodes, end, first)
+        out.extend(range(first, last) if slot_ids is None else slot_ids[first:last])
+    return out
+
+
+def slot_ids(ids: list[int]) -> list[int] | None:
+    """``ids`` as ``ModelTree`` keeps them: None when each slot is its own id."""
+    return None if ids == list(range(len(ids))) else ids
 
 
 @dataclass(frozen=True)
@@ -287,21 +454,19 @@ def _repeats_unlisted(pending: list[tuple[Any, str, int]]) -> list[tuple[Any, st
     return out
 
 
-def _number(tree: ModelTree, nodes: list[int], held: list[Any]) -> tuple[list[Any], list[str], list[tuple[str, ...]]]:
-    """Give ``nodes`` the ids of their objects, numbered in order of first appearance.
+def _number(nodes: list[int], found: list[Any], names: list[str]) -> tuple[list[int] | None, list[Any], list[str], list[tuple[str, ...]]]:
+    """Number the objects ``found`` at ``nodes`` in order of first appearance.
 
-    Returns the objects by id, the first name of each and its other names.
+    Returns the id per slot (None: nothing reachable twice, each slot its own
+    id), the objects by id, the first name of each and its other names.
     """
-    found = list(map(held.__getitem__, nodes))
-    ids, names = tree.ids, tree.names
     if len(set(map(id, found))) == len(found):  # nothing reachable twice: the common case
-        for number, node in enumerate(nodes):
-            ids[node] = number
-        return found, list(map(names.__getitem__, nodes)), [()] * len(found)
+        return None, found, list(map(names.__getitem__, nodes)), [()] * len(found)
     first: dict[int, int] = {}
     objects: list[Any] = []
     first_names: list[str] = []
     aliases: list[list[str]] = []
+    ids: list[int] = []
     for node, thing in zip(nodes, found):
         number = first.setdefault(id(thing), len(objects))
         if number == len(objects):
@@ -310,8 +475,19 @@ def _number(tree: ModelTree, nodes: list[int], held: list[Any]) -> tuple[list[An
             aliases.append([])
         else:
             aliases[number].append(names[node])
-        ids[node] = number
-    return objects, first_names, [tuple(more) for more in aliases]
+        ids.append(number)
+    return ids, objects, first_names, [tuple(more) for more in aliases]
+
+
+def _pinned_flags(modules: list[Any], maybe_pinned: list[Any]) -> list[bool]:
+    """Per module: ``is_pinned``; only the modules in ``maybe_pinned`` can be."""
+    flags = [False] * len(modules)
+    if maybe_pinned:
+        candidates = {id(module) for module in maybe_pinned if is_pinned(module)}
+        for index, module in enumerate(modules):
+            if id(module) in candidates:
+                flags[index] = True
+    return flags
 
 
 def _tracks_running_stats(module: Any) -> bool:
@@ -319,6 +495,11 @@ def _tracks_running_stats(module: Any) -> bool:
     # The buffer first: most modules have none, and getattr of a missing
     # attribute goes through nn.Module.__getattr__ and an exception.
     return module._buffers.get("running_mean") is not None and getattr(module, "track_running_stats", False) is True
+
+
+@functools.lru_cache(maxsize=64)
+def _dtype_name(dtype: Any) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 @functools.lru_cache(maxsize=1024)

@@ -508,3 +508,28 @@ def test_a_regex_scan_finds_what_testing_each_name_finds(tree, pattern, ignore_c
 
 
 SPAN = {"offset": 0, "end_offset": 1, "line": 1, "column": 1}
+
+
+def tree_with_locals(locals_by_depth: list[list[str]]) -> ModelTree:
+    """Nested modules whose local names may hold dots (set straight into ``_modules``), so full names can repeat."""
+    root = nn.Module()
+    parents = [root]
+    for locals_ in locals_by_depth:
+        children = []
+        for parent in parents:
+            for local in locals_:
+                child = parent._modules.setdefault(local, nn.Module())
+                child.register_parameter("w", nn.Parameter(torch.zeros(1)))
+                children.append(child)
+        parents = children
+    return ModelTree.from_module(root)
+
+
+dotted_locals = st.lists(st.lists(st.sampled_from(["a", "b", "a.b", "w", "b.w", "a.b.w"]), min_size=1, max_size=3), max_size=3)
+
+
+@settings(max_examples=300, deadline=None)
+@given(dotted_locals, st.sampled_from(["a", "b", "a.b", "a.b.w", "b.w", "a.a.b", "b.a.b.w", "w", "x"]))
+def test_a_plain_name_finds_every_node_of_that_name(locals_by_depth, name):
+    tree = tree_with_locals(locals_by_depth)
+    assert tree.nodes_named(name) == [node for node, full in enumerate(tree.names) if full == name]

@@ -215,7 +215,7 @@ def nothing_trainable(stage: Stage) -> Iterator[Hit]:
 
 def _last_child_with_params(stage: Stage) -> str | None:
     tree = stage.tree
-    for child in reversed(tree.children.get(0, [])):
+    for child in reversed(tree.children_of(0) if len(tree) else []):
         if any(tree.is_param[n] for n in range(child, tree.ends[child])):
             return tree.names[child]
     return None
