@@ -39,7 +39,7 @@ import policyfreeze  # noqa: E402
 
 POLICY = Path(__file__).resolve().parent.parent / "policies" / "resnet18-linear-probe.freeze"
 BATCH = (16, 3, 112, 112)
-WARMUP, STEPS = 2, 7
+WARMUP, STEPS = 2, 15
 LR = 1e-3
 
 

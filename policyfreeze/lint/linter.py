@@ -11,15 +11,18 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..errors import Location, PolicyError
 from ..parser import Comment, parse_with_comments
 from ..rules import Policy
 from ..source import Source
-from ..tree import ModelTree
-from .analysis import Analysis
-from .checks import CHECKS, Hit
 from .codes import RULES, Severity
+
+if TYPE_CHECKING:
+    from ..tree import ModelTree
+    from .analysis import Analysis
+    from .checks import Hit
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,10 @@ def findings_from_error(error: PolicyError) -> list[Finding]:
 
 def model_findings(policy: Policy, tree: ModelTree) -> list[Finding]:
     """Run every check on every stage; merge what several stages found alike."""
+    # Imported here: lint without a model never loads the resolver and the checks.
+    from .analysis import Analysis
+    from .checks import CHECKS
+
     analysis = Analysis(policy, tree)
     merged: dict[tuple, tuple[Hit, list[int]]] = {}
     for at in analysis.points:
