@@ -417,11 +417,9 @@ class NameLines:
             text = joined.encode("utf-8")
         except UnicodeEncodeError:  # a lone surrogate
             return cls(b"", [0], False)
-        if len(text) == len(joined):  # ASCII: a byte per character
-            lengths = [len(name) + 1 for name in names]
-        else:
-            lengths = [len(name.encode("utf-8")) + 1 for name in names]
-        starts = list(itertools.accumulate(lengths, initial=0))
+        # Name i starts after the bytes of every name before it and a newline each.
+        lengths = map(len, names if len(text) == len(joined) else map(str.encode, names))
+        starts = list(map(operator.add, itertools.accumulate(lengths, initial=0), range(len(names) + 1)))
         return cls(text, starts, joined.count("\n") == len(names) - 1)
 
 
