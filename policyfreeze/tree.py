@@ -191,7 +191,7 @@ class ModelTree:
             node = len(names)
             module_nodes.append(node)
             modules.append(module)
-            if PINNED_METHOD in module.__dict__:  # rare: what pinned_flags asks, only then
+            if PINNED_METHOD in module.__dict__:  # rare, and only such a module can carry a pin
                 maybe_pinned.append(module)
             names.append(name)
             ends.append(-1)
