@@ -6,8 +6,9 @@ from a live ``nn.Module`` by ``ModelTree.from_module`` (the only place that
 touches torch) and can equally be rebuilt from a saved manifest, so linting
 against a manifest needs no torch at all.
 
-Wrapper modules (DDP, DataParallel, ``torch.compile``, FSDP, activation
-checkpointing) are transparent: they add no node and no name segment.
+Wrapper modules (DDP, DataParallel, ``torch.compile``, activation
+checkpointing) are transparent: they add no node and no name segment. A
+model already wrapped in FSDP is refused: FSDP has flattened its parameters.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import PolicyUsageError
 from .pins import PINNED_METHOD, is_pinned
 
 # Wrapper class name → the attribute holding the wrapped module.
@@ -423,10 +425,19 @@ class NameLines:
         return cls(text, starts, joined.count("\n") == len(names) - 1)
 
 
+#: Wrappers that replace the model's parameters with flat shards: no policy can see the model through them.
+FLATTENING_WRAPPERS = ("FullyShardedDataParallel",)
+
+
 def unwrap(module: Any) -> Any:
     """The module a known wrapper holds (repeatedly), or the module itself."""
     while True:
         attribute = _wrapped_attribute(type(module))
+        if _flattens(type(module)):
+            raise PolicyUsageError(
+                f"the model is wrapped in {type(module).__name__}, which replaced its parameters "
+                "with flat shards and fixed what trains when it wrapped: apply the policy to the bare model, then wrap it",
+            )
         inner = getattr(module, "_modules", {}).get(attribute) if attribute else None
         if inner is None:
             return module
@@ -439,17 +450,9 @@ def _wrapped_attribute(cls: type) -> str | None:
     return next((WRAPPERS[c.__name__] for c in cls.__mro__ if c.__name__ in WRAPPERS), None)
 
 
-def _repeats_unlisted(pending: list[tuple[Any, str, int]]) -> list[tuple[Any, str, int]]:
-    """Children entries where a module registered twice under one parent is a child once.
-
-    ``module.children()`` lists it once; its second registration still has a node.
-    """
-    seen: set[int] = set()
-    out = []
-    for child, name, parent in pending:
-        out.append((child, name, parent if id(child) not in seen else -2))
-        seen.add(id(child))
-    return out
+@functools.lru_cache(maxsize=64)
+def _flattens(cls: type) -> bool:
+    return any(c.__name__ in FLATTENING_WRAPPERS for c in cls.__mro__)
 
 
 def _number(nodes: list[int], found: list[Any], names: list[str]) -> tuple[list[int] | None, list[Any], list[str], list[tuple[str, ...]]]:

@@ -3,6 +3,7 @@
 import gc
 import os
 import time
+import warnings
 from collections import OrderedDict
 from datetime import timedelta
 
@@ -141,5 +142,22 @@ def test_the_freezer_refuses_a_model_already_wrapped_in_ddp(tmp_path):
     try:
         with pytest.raises(policyfreeze.PolicyError, match="apply the policy to the bare model, then wrap"):
             policyfreeze.Freezer(DDP(small_cnn()), SCHEDULE)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_model_already_wrapped_in_fsdp_is_refused_and_left_alone(tmp_path):
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        with warnings.catch_warnings():  # one rank: FSDP warns that it will not shard
+            warnings.simplefilter("ignore")
+            wrapped = FSDP(small_cnn(), device_id=torch.device("cpu"))
+        before = {name: p.requires_grad for name, p in wrapped.named_parameters()}
+        for call in (policyfreeze.resolve, policyfreeze.apply):
+            with pytest.raises(policyfreeze.PolicyError, match="flat shards .* apply the policy to the bare model, then wrap"):
+                call(wrapped, "freeze all; unfreeze head")
+        assert {name: p.requires_grad for name, p in wrapped.named_parameters()} == before
     finally:
         dist.destroy_process_group()
