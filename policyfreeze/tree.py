@@ -212,6 +212,8 @@ class ModelTree:
                 ends[node] = len(names)
         param_slot_ids, tensors, param_names, param_aliases = _number(param_nodes, tensors, names)
         module_slot_ids, modules, module_names, module_aliases = _number(module_nodes, modules, names)
+        if any(map(_is_uninitialized, set(map(type, tensors)))):
+            _refuse_uninitialized(tensors, param_names)
         tree = cls(
             names=names,
             ends=ends,
@@ -453,6 +455,22 @@ def _wrapped_attribute(cls: type) -> str | None:
 @functools.lru_cache(maxsize=64)
 def _flattens(cls: type) -> bool:
     return any(c.__name__ in FLATTENING_WRAPPERS for c in cls.__mro__)
+
+
+@functools.lru_cache(maxsize=64)
+def _is_uninitialized(cls: type) -> bool:
+    # torch.nn.parameter.UninitializedParameter, a lazy module's parameter before its first forward
+    return any(c.__name__ == "UninitializedTensorMixin" for c in cls.__mro__)
+
+
+def _refuse_uninitialized(tensors: list[Any], names: list[str]) -> None:
+    lazy = [name for name, tensor in zip(names, tensors) if _is_uninitialized(type(tensor))]
+    more = f" (and {len(lazy) - 1} more)" if len(lazy) > 1 else ""
+    raise PolicyUsageError(
+        f"parameter {lazy[0]}{more} is not initialized yet: a lazy module (nn.LazyLinear...) creates its "
+        "parameters in its first forward pass",
+        help="run one forward pass with a dummy batch, then resolve or apply the policy",
+    )
 
 
 def _number(nodes: list[int], found: list[Any], names: list[str]) -> tuple[list[int] | None, list[Any], list[str], list[tuple[str, ...]]]:

@@ -194,6 +194,18 @@ def test_apply_refuses_a_model_already_wrapped_in_ddp():
         dist.destroy_process_group()
 
 
+def test_a_lazy_module_not_yet_initialized_is_refused_and_left_alone():
+    model = nn.Sequential(nn.LazyLinear(4), nn.Linear(4, 2))
+    for call in (policyfreeze.resolve, policyfreeze.apply):
+        with pytest.raises(PolicyError, match=r"parameter 0\.weight \(and 1 more\) is not initialized yet") as raised:
+            call(model, "freeze 0")
+        assert "run one forward pass with a dummy batch" in str(raised.value)
+    assert all(p.requires_grad for p in model.parameters())
+    model(torch.zeros(1, 3))  # initialized: the policy applies
+    policyfreeze.apply(model, "freeze 0")
+    assert flags(model) == {"0.weight": False, "0.bias": False, "1.weight": True, "1.bias": True}
+
+
 def test_policy_can_be_a_policy_text_or_path():
     text = (POLICIES / "bitfit.freeze").read_text()
     from_path = policyfreeze.resolve(resnet18(), POLICIES / "bitfit.freeze").requires_grad
