@@ -167,6 +167,7 @@ class ModelTree:
     @classmethod
     def from_module_with_objects(cls, model: Any) -> tuple[ModelTree, list[Any], list[Any]]:
         """The tree, the parameter tensors by id and the module objects by id."""
+        _check_is_module(model)
         names: list[str] = []
         ends: list[int] = []
         param_nodes: list[int] = []
@@ -455,6 +456,17 @@ def _wrapped_attribute(cls: type) -> str | None:
 @functools.lru_cache(maxsize=64)
 def _flattens(cls: type) -> bool:
     return any(c.__name__ in FLATTENING_WRAPPERS for c in cls.__mro__)
+
+
+def _check_is_module(model: Any) -> None:
+    # What an nn.Module instance has and the walk reads; torch is not imported here.
+    if not isinstance(model, type) and all(isinstance(getattr(model, a, None), dict) for a in ("_parameters", "_modules")):
+        return
+    if isinstance(model, type):
+        what, advice = f"the class {model.__name__}", f"build the model first: {model.__name__}(...)"
+    else:
+        what, advice = f"a {type(model).__name__}", "pass the model object: policyfreeze.apply(model, policy)"
+    raise PolicyUsageError(f"a policy applies to a torch.nn.Module instance, not {what}", help=advice)
 
 
 @functools.lru_cache(maxsize=64)

@@ -206,6 +206,23 @@ def test_a_lazy_module_not_yet_initialized_is_refused_and_left_alone():
     assert flags(model) == {"0.weight": False, "0.bias": False, "1.weight": True, "1.bias": True}
 
 
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        (None, "not a NoneType"),
+        ("resnet18", "not a str"),
+        ([nn.Linear(2, 2)], "not a list"),
+        (nn.Parameter(torch.zeros(1)), "not a Parameter"),
+        (nn.Linear, "not the class Linear"),
+    ],
+    ids=["none", "str", "list", "parameter", "class"],
+)
+def test_what_is_not_a_module_is_a_usage_error(model, message):
+    for call in (policyfreeze.resolve, policyfreeze.apply, lambda m, p: policyfreeze.Freezer(m, p)):
+        with pytest.raises(policyfreeze.PolicyUsageError, match=f"a policy applies to a torch.nn.Module instance, {message}"):
+            call(model, "freeze all")
+
+
 def test_policy_can_be_a_policy_text_or_path():
     text = (POLICIES / "bitfit.freeze").read_text()
     from_path = policyfreeze.resolve(resnet18(), POLICIES / "bitfit.freeze").requires_grad
