@@ -24,7 +24,7 @@ from typing import Any
 
 from .applier import commit, refuse_distributed
 from .errors import PolicyError, PolicyUsageError, PolicyWarning
-from .optim import check_base, group_options, layout, options_key
+from .optim import check_base, check_is_optimizer, group_options, layout, options_key
 from .report import Report
 from .resolver import Plan, coerce_policy, resolve, stage_at
 from .rules import Policy
@@ -129,6 +129,7 @@ class Freezer:
         """
         if epoch is None and step is None:
             raise PolicyUsageError(f"update() needs the {self.unit}: update(optimizer, {self.unit}=N)")
+        check_is_optimizer(optimizer)
         at = stage_at(self.policy, epoch, step)
         plans = self._plans_until(at)
         if not plans:

@@ -99,6 +99,13 @@ def param_groups(plan: Plan, *, lr: float | None = None, weight_decay: float | N
     return [{"params": [tensors[name] for name in names], **options} for options, names in layout(plan, lr, weight_decay)]
 
 
+def check_is_optimizer(optimizer: Any) -> None:
+    """A usage error unless ``optimizer`` has torch's ``param_groups`` (a list of dicts with ``params``)."""
+    groups = getattr(optimizer, "param_groups", None)
+    if not isinstance(groups, list) or not all(isinstance(g, dict) and "params" in g for g in groups):
+        raise PolicyUsageError(f"expected a torch.optim.Optimizer, not {type(optimizer).__name__}")
+
+
 def check_optimizer(model: Any, optimizer: Any) -> tuple[PolicyError, ...]:
     """Problems between ``model``'s ``requires_grad`` flags and what ``optimizer`` holds.
 
@@ -106,6 +113,7 @@ def check_optimizer(model: Any, optimizer: Any) -> tuple[PolicyError, ...]:
     never move), frozen ones it still holds, and tensors it holds twice. An
     empty tuple means the optimizer holds exactly the trainable parameters.
     """
+    check_is_optimizer(optimizer)
     tree, tensors, _ = ModelTree.from_module_with_objects(model)
     held: dict[int, int] = {}
     for group in optimizer.param_groups:

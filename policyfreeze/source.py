@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,8 @@ class Source:
 
     @classmethod
     def from_path(cls, path: str | Path) -> Source:
+        if not isinstance(path, (str, os.PathLike)):
+            raise PolicyUsageError(f"a policy file is a path (str or pathlib.Path), not {type(path).__name__}")
         path = Path(path)
         try:
             with path.open("rb") as file:

@@ -288,3 +288,9 @@ def test_json_report_lists_pin_changes():
         ("layer1.0.bn2", False, True),
     ]
     assert pins[0]["decided_by"]["verb"] == "eval"
+
+
+@pytest.mark.parametrize("path", [None, 3, b"policies"], ids=["none", "int", "bytes"])
+def test_load_wants_a_path(path):
+    with pytest.raises(policyfreeze.PolicyUsageError, match="a policy file is a path"):
+        policyfreeze.load(path)

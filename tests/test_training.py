@@ -206,3 +206,14 @@ def test_every_problem_is_reported_at_once():
         "1 frozen parameter is still in the optimizer",
         "1 parameter is in the optimizer more than once",
     ]
+
+
+@pytest.mark.parametrize("optimizer", [None, "AdamW", [torch.zeros(1)]], ids=["none", "str", "list"])
+def test_what_is_not_an_optimizer_is_a_usage_error(optimizer):
+    model = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
+    with pytest.raises(policyfreeze.PolicyUsageError, match="expected a torch.optim.Optimizer"):
+        policyfreeze.check_optimizer(model, optimizer)
+    freezer = policyfreeze.Freezer(model, "freeze 0\nat epoch 1 { unfreeze 0 }", lr=0.1)
+    with pytest.raises(policyfreeze.PolicyUsageError, match="expected a torch.optim.Optimizer"):
+        freezer.update(optimizer, epoch=1)
+    assert [p.requires_grad for p in model.parameters()] == [False, False, True, True]  # the stage did not change
