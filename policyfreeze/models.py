@@ -23,15 +23,19 @@ def build_model(spec: str, *, device: str | None = None) -> Any:
     kwargs: dict[str, Any] = {}
     if spec.startswith("torchvision:"):
         kwargs["weights"] = None
+    import torch
+
     try:
         if device is None:
-            return factory(**kwargs)
-        import torch
-
-        with torch.device(device):
-            return factory(**kwargs)
+            model = factory(**kwargs)
+        else:
+            with torch.device(device):
+                model = factory(**kwargs)
     except Exception as exc:  # user code: any failure becomes a usage error
         raise PolicyUsageError(f"--model {spec}: building the model failed: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(model, torch.nn.Module):
+        raise PolicyUsageError(f"--model {spec}: the factory returned {type(model).__name__}, not a torch.nn.Module")
+    return model
 
 
 def _factory(spec: str):

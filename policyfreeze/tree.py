@@ -465,7 +465,7 @@ def _check_is_module(model: Any) -> None:
     if isinstance(model, type):
         what, advice = f"the class {model.__name__}", f"build the model first: {model.__name__}(...)"
     else:
-        what, advice = f"a {type(model).__name__}", "pass the model object: policyfreeze.apply(model, policy)"
+        what, advice = type(model).__name__, "pass the model object: policyfreeze.apply(model, policy)"
     raise PolicyUsageError(f"a policy applies to a torch.nn.Module instance, not {what}", help=advice)
 
 

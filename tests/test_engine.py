@@ -209,10 +209,10 @@ def test_a_lazy_module_not_yet_initialized_is_refused_and_left_alone():
 @pytest.mark.parametrize(
     ("model", "message"),
     [
-        (None, "not a NoneType"),
-        ("resnet18", "not a str"),
-        ([nn.Linear(2, 2)], "not a list"),
-        (nn.Parameter(torch.zeros(1)), "not a Parameter"),
+        (None, "not NoneType"),
+        ("resnet18", "not str"),
+        ([nn.Linear(2, 2)], "not list"),
+        (nn.Parameter(torch.zeros(1)), "not Parameter"),
         (nn.Linear, "not the class Linear"),
     ],
     ids=["none", "str", "list", "parameter", "class"],

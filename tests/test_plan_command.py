@@ -39,9 +39,11 @@ def test_usage_errors_exit_2(capsys):
     assert main(["plan", str(POLICIES / "bitfit.freeze"), "--model", "torchvision:resnet9000"]) == 2
     assert main(["plan", "missing.freeze", "--model", "torchvision:resnet18"]) == 2
     assert main(["frobnicate"]) == 2
+    assert main(["plan", str(POLICIES / "bitfit.freeze"), "--model", "collections:OrderedDict"]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert "torchvision has no model 'resnet9000'" in err
+    assert "--model collections:OrderedDict: the factory returned OrderedDict, not a torch.nn.Module" in err
 
 
 def test_model_from_a_file_and_from_a_module(tmp_path, capsys, monkeypatch):
