@@ -30,15 +30,23 @@ def apply(model: Any, policy: Policy | str | Path, *, epoch: int | None = None, 
     return Report(plan, applied=True)
 
 
+#: Wrappers that fix at construction what trains: a policy is applied before them.
+FIXING_WRAPPERS = {
+    "DistributedDataParallel": "its gradient hooks",
+    "FullyShardedDataParallel": "its gradient sharding",
+}
+
+
 def refuse_distributed(model: Any) -> None:
-    """DDP fixes its gradient hooks when it wraps: a policy must be applied before."""
+    """DDP and FSDP fix what trains when they wrap: a policy must be applied before."""
     module = model
     while True:
         names = [cls.__name__ for cls in type(module).__mro__]
-        if "DistributedDataParallel" in names:
+        fixing = next((name for name in names if name in FIXING_WRAPPERS), None)
+        if fixing is not None:
             raise PolicyUsageError(
-                "the model is already wrapped in DistributedDataParallel, which fixed its "
-                "gradient hooks when it wrapped: apply the policy to the bare model, then wrap it",
+                f"the model is already wrapped in {fixing}, which fixed {FIXING_WRAPPERS[fixing]} "
+                "when it wrapped: apply the policy to the bare model, then wrap it",
             )
         attribute = next((WRAPPERS[n] for n in names if n in WRAPPERS), None)
         inner = getattr(module, "_modules", {}).get(attribute) if attribute else None

@@ -6,9 +6,10 @@ from a live ``nn.Module`` by ``ModelTree.from_module`` (the only place that
 touches torch) and can equally be rebuilt from a saved manifest, so linting
 against a manifest needs no torch at all.
 
-Wrapper modules (DDP, DataParallel, ``torch.compile``, activation
-checkpointing) are transparent: they add no node and no name segment. A
-model already wrapped in FSDP is refused: FSDP has flattened its parameters.
+Wrapper modules (DDP, DataParallel, ``torch.compile``, FSDP, activation
+checkpointing) are transparent: they add no node and no name segment. FSDP
+without ``use_orig_params`` is refused: it replaced the parameters with one
+flat parameter, and their names are gone.
 """
 
 from __future__ import annotations
@@ -428,34 +429,30 @@ class NameLines:
         return cls(text, starts, joined.count("\n") == len(names) - 1)
 
 
-#: Wrappers that replace the model's parameters with flat shards: no policy can see the model through them.
-FLATTENING_WRAPPERS = ("FullyShardedDataParallel",)
-
-
 def unwrap(module: Any) -> Any:
     """The module a known wrapper holds (repeatedly), or the module itself."""
     while True:
         attribute = _wrapped_attribute(type(module))
-        if _flattens(type(module)):
-            raise PolicyUsageError(
-                f"the model is wrapped in {type(module).__name__}, which replaced its parameters "
-                "with flat shards and fixed what trains when it wrapped: apply the policy to the bare model, then wrap it",
-            )
         inner = getattr(module, "_modules", {}).get(attribute) if attribute else None
         if inner is None:
             return module
+        if attribute == WRAPPERS["FullyShardedDataParallel"] and FLAT_PARAMETER in inner._parameters:
+            raise PolicyUsageError(
+                f"the model is wrapped in {type(module).__name__} without use_orig_params, which replaced "
+                "its parameters with one flat parameter: their names are gone",
+                help="resolve and apply the policy to the bare model, then wrap it",
+            )
         module = inner
+
+
+#: What FSDP (without ``use_orig_params``) registers on the module it wraps in place of its parameters.
+FLAT_PARAMETER = "_flat_param"
 
 
 @functools.lru_cache(maxsize=1024)
 def _wrapped_attribute(cls: type) -> str | None:
     # Per class, not per module: a model has few classes and many modules.
     return next((WRAPPERS[c.__name__] for c in cls.__mro__ if c.__name__ in WRAPPERS), None)
-
-
-@functools.lru_cache(maxsize=64)
-def _flattens(cls: type) -> bool:
-    return any(c.__name__ in FLATTENING_WRAPPERS for c in cls.__mro__)
 
 
 def _check_is_module(model: Any) -> None:

@@ -146,18 +146,24 @@ def test_the_freezer_refuses_a_model_already_wrapped_in_ddp(tmp_path):
         dist.destroy_process_group()
 
 
-def test_a_model_already_wrapped_in_fsdp_is_refused_and_left_alone(tmp_path):
+def test_fsdp_resolves_through_use_orig_params_and_refuses_apply(tmp_path):
     from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
     try:
-        with warnings.catch_warnings():  # one rank: FSDP warns that it will not shard
-            warnings.simplefilter("ignore")
-            wrapped = FSDP(small_cnn(), device_id=torch.device("cpu"))
-        before = {name: p.requires_grad for name, p in wrapped.named_parameters()}
-        for call in (policyfreeze.resolve, policyfreeze.apply):
-            with pytest.raises(policyfreeze.PolicyError, match="flat shards .* apply the policy to the bare model, then wrap"):
-                call(wrapped, "freeze all; unfreeze head")
-        assert {name: p.requires_grad for name, p in wrapped.named_parameters()} == before
+        bare = policyfreeze.resolve(small_cnn(), SCHEDULE).requires_grad
+        for use_orig_params in (True, False):
+            with warnings.catch_warnings():  # one rank: FSDP warns that it will not shard
+                warnings.simplefilter("ignore")
+                wrapped = FSDP(small_cnn(), device_id=torch.device("cpu"), use_orig_params=use_orig_params)
+            before = {name: p.requires_grad for name, p in wrapped.named_parameters()}
+            if use_orig_params:  # the names are the bare model's: one policy serves both (spec §6.5)
+                assert policyfreeze.resolve(wrapped, SCHEDULE).requires_grad == bare
+            else:
+                with pytest.raises(policyfreeze.PolicyError, match="one flat parameter: their names are gone"):
+                    policyfreeze.resolve(wrapped, SCHEDULE)
+            with pytest.raises(policyfreeze.PolicyError, match="FullyShardedDataParallel, .* apply the policy to the bare model, then wrap"):
+                policyfreeze.apply(wrapped, SCHEDULE)
+            assert {name: p.requires_grad for name, p in wrapped.named_parameters()} == before
     finally:
         dist.destroy_process_group()
