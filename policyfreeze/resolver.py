@@ -113,7 +113,8 @@ class Plan:
     @property
     def changed(self) -> list[str]:
         """Names whose ``requires_grad`` the plan changes, in parameter order."""
-        return [name for name, before, after in self._flag_columns() if before != after]
+        columns = zip(self.tree.param_names, self.tree.param_requires_grad, self.param_flags)
+        return [name for name, before, after in columns if before != after]
 
     @property
     def trainable(self) -> list[str]:
@@ -122,9 +123,6 @@ class Plan:
     @property
     def frozen(self) -> list[str]:
         return list(itertools.compress(self.tree.param_names, map(operator.not_, self.param_flags)))
-
-    def _flag_columns(self) -> Iterator[tuple[str, bool, bool]]:
-        return zip(self.tree.param_names, self.tree.param_requires_grad, self.param_flags)
 
     def param_groups(self, *, lr: float | None = None, weight_decay: float | None = None) -> list[dict]:
         """Optimizer parameter groups holding only what trains, grouped by ``with`` options.
