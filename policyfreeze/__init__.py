@@ -25,27 +25,27 @@ __version__ = "0.1.0"
 # The rest of the API loads on first use (PEP 562): `policyfreeze lint`
 # starts without importing the resolver, the training helpers or the report.
 _LAZY = {
-    "apply": "applier",
-    "Freezer": "freezer",
-    "StageChange": "freezer",
-    "check_optimizer": "optim",
-    "load": "parser",
-    "parse": "parser",
-    "Report": "report",
-    "Decision": "resolver",
-    "Plan": "resolver",
-    "resolve": "resolver",
-    "Policy": "rules",
+    "apply": "api",
+    "Freezer": "training.freezer",
+    "StageChange": "training.freezer",
+    "check_optimizer": "training.optimizer",
+    "load": "language.parser",
+    "parse": "language.parser",
+    "Report": "report.report",
+    "Decision": "engine.resolve",
+    "Plan": "engine.resolve",
+    "resolve": "engine.resolve",
+    "Policy": "language.policy",
 }
 
 if TYPE_CHECKING:
-    from .applier import apply
-    from .freezer import Freezer, StageChange
-    from .optim import check_optimizer
-    from .parser import load, parse
-    from .report import Report
-    from .resolver import Decision, Plan, resolve
-    from .rules import Policy
+    from .api import apply
+    from .training.freezer import Freezer, StageChange
+    from .training.optimizer import check_optimizer
+    from .language.parser import load, parse
+    from .report.report import Report
+    from .engine.resolve import Decision, Plan, resolve
+    from .language.policy import Policy
 
 
 def __getattr__(name: str):

@@ -14,13 +14,13 @@ from hypothesis import strategies as st
 from hypothesis.extra.lark import from_lark
 
 from policyfreeze.errors import PolicyError
-from policyfreeze.formatter import format_source, structure
+from policyfreeze.language.fmt import format_source, structure
 from policyfreeze.lint.linter import lint
-from policyfreeze.parser import grammar_text, parse_source
-from policyfreeze.resolver import evaluate
-from policyfreeze.rules import KEYWORDS
-from policyfreeze.source import Source
-from policyfreeze.tree import ModelTree
+from policyfreeze.language.parser import grammar_text, parse_source
+from policyfreeze.engine.resolve import evaluate
+from policyfreeze.language.policy import KEYWORDS
+from policyfreeze.language.source import Source
+from policyfreeze.model.tree import ModelTree
 
 # --- the model every generated policy is resolved against -------------------
 

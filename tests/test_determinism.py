@@ -26,9 +26,9 @@ import models
 from policyfreeze import resolve
 from policyfreeze.lint.linter import lint
 from policyfreeze.lint.output import format_json
-from policyfreeze.report import Report
-from policyfreeze.source import Source
-from policyfreeze.tree import ModelTree
+from policyfreeze.report.report import Report
+from policyfreeze.language.source import Source
+from policyfreeze.model.tree import ModelTree
 
 POLICIES = [
     "freeze all\nunfreeze layer4, fc with lr=1e-3, weight_decay=0\neval type(*Norm*) except layer4",

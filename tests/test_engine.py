@@ -10,7 +10,8 @@ from models import intparam
 from torch import nn
 
 import policyfreeze
-from policyfreeze import PolicyError, applier
+from policyfreeze import PolicyError
+from policyfreeze.engine import commit as applier
 
 POLICIES = Path(__file__).parent.parent / "policies"
 

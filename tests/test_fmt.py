@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from policy_strategies import any_policy_text, policies
 
 from policyfreeze.errors import PolicyError
-from policyfreeze.formatter import fmt, glob_text, structure
-from policyfreeze.parser import parse, split_comments
+from policyfreeze.language.fmt import fmt, glob_text, structure
+from policyfreeze.language.parser import parse, split_comments
 
 ROOT = Path(__file__).parent.parent
 def _parses(path: Path) -> bool:

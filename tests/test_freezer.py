@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 from torch import nn
 
 import policyfreeze
-from policyfreeze import Freezer, PolicyError, PolicyUsageError, PolicyWarning, applier, pins
+from policyfreeze import Freezer, PolicyError, PolicyUsageError, PolicyWarning
+from policyfreeze.engine import commit as applier
+from policyfreeze.model import pins
 
 from models import tiny
 
@@ -336,7 +338,7 @@ def test_a_changed_policy_is_refused_on_resume():
     changed = policyfreeze.parse("freeze all; unfreeze 3\nat epoch 1 { unfreeze 2 }", "new.freeze")
     with pytest.raises(PolicyUsageError) as info:
         Freezer(tiny(), changed).load_state_dict(state)
-    old, new = state["fingerprint"][:12], policyfreeze.freezer.fingerprint(changed)[:12]
+    old, new = state["fingerprint"][:12], policyfreeze.training.freezer.fingerprint(changed)[:12]
     assert str(info.value) == (
         f"the policy changed since the checkpoint: it was saved under old.freeze (fingerprint {old}), "
         f"this Freezer runs new.freeze ({new})\n"

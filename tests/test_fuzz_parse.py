@@ -19,8 +19,8 @@ from policy_strategies import (
 )
 
 from policyfreeze import PolicyError
-from policyfreeze.parser import parse_source
-from policyfreeze.source import Source
+from policyfreeze.language.parser import parse_source
+from policyfreeze.language.source import Source
 
 fuzz_settings = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -34,8 +34,8 @@ SCRIPT = textwrap.dedent(
     from torch import nn
     from policyfreeze import resolve
     from policyfreeze.lint.linter import lint
-    from policyfreeze.source import Source
-    from policyfreeze.tree import ModelTree
+    from policyfreeze.language.source import Source
+    from policyfreeze.model.tree import ModelTree
 
     model = nn.Module()
     model.add_module("a" * 10_000 + "!", nn.Linear(1, 1))  # one 10,001-character name

@@ -15,7 +15,9 @@ import copy
 import pytest
 import torchvision
 
-from policyfreeze import PolicyResolveError, applier, apply, pins, resolve
+from policyfreeze import PolicyResolveError, apply, resolve
+from policyfreeze.engine import commit as applier
+from policyfreeze.model import pins
 
 # A mixed starting point: some parameters frozen, some BatchNorms pinned, layer3 in eval mode.
 START = "freeze layer2, conv1\neval layer1 & type(BatchNorm2d), bn1\n"

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from spec_glob import spec_glob_matches as reference_match
 
-from policyfreeze.selection import glob_regex
+from policyfreeze.engine.select import glob_regex
 
 
 def cpython_quirk(pattern: str) -> bool:
@@ -72,7 +72,7 @@ def test_adversarial_globs_finish_quickly():
     """
     code = textwrap.dedent(
         f"""
-        from policyfreeze.selection import glob_regex
+        from policyfreeze.engine.select import glob_regex
         for pattern, name in {CASES!r}:
             assert glob_regex(pattern).fullmatch("." + name) is None
         print("done")

@@ -31,7 +31,7 @@ from policyfreeze import (
     load,
     parse,
 )
-from policyfreeze.source import MAX_SOURCE_BYTES
+from policyfreeze.language.source import MAX_SOURCE_BYTES
 
 GOLDEN = Path(__file__).parent / "hardening" / "bad-inputs.txt"
 DOCS = Path(__file__).parent.parent / "docs" / "errors.md"
@@ -294,10 +294,10 @@ def test_the_deepest_selector_allowed_works_in_every_stage():
     from models import tiny
 
     from policyfreeze import resolve
-    from policyfreeze.formatter import fmt, structure
+    from policyfreeze.language.fmt import fmt, structure
     from policyfreeze.lint.linter import lint
-    from policyfreeze.source import Source
-    from policyfreeze.tree import ModelTree
+    from policyfreeze.language.source import Source
+    from policyfreeze.model.tree import ModelTree
 
     selector = "2"
     for i in range(99):

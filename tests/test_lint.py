@@ -16,9 +16,9 @@ from policy_strategies import policies
 from policyfreeze.lint import RULES, filter_codes, lint
 from policyfreeze.lint.checks import CHECKS
 from policyfreeze.lint.linter import Finding, noqa_lines
-from policyfreeze.parser import Comment
-from policyfreeze.source import Source
-from policyfreeze.tree import ModelTree
+from policyfreeze.language.parser import Comment
+from policyfreeze.language.source import Source
+from policyfreeze.model.tree import ModelTree
 
 ROOT = Path(__file__).parent.parent
 
@@ -248,7 +248,7 @@ def test_lint_without_a_model_does_not_import_torch(argv: list[str]) -> None:
 
 
 def test_lint_against_a_manifest_does_not_import_torch(tmp_path: Path) -> None:
-    from policyfreeze.manifest import from_tree
+    from policyfreeze.model.manifest import from_tree
 
     with_torch = ModelTree.from_module(torchvision.models.resnet18())
     manifest = tmp_path / "resnet18.json"
@@ -281,7 +281,7 @@ def test_import_policyfreeze_does_not_import_torch() -> None:
 def test_lint_of_generated_policies_is_positioned_sorted_and_manifest_exact(text: str) -> None:
     from policy_strategies import fuzz_tree
 
-    from policyfreeze.manifest import from_tree, to_tree
+    from policyfreeze.model.manifest import from_tree, to_tree
 
     source = Source("p.freeze", text)
     tree = fuzz_tree()

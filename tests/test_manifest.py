@@ -10,12 +10,12 @@ import pytest
 import torch
 import torchvision
 
-from policyfreeze import manifest as manifests
+from policyfreeze.model import manifest as manifests
 from policyfreeze.cli import main
 from policyfreeze.errors import PolicyUsageError
 from policyfreeze.lint import lint
-from policyfreeze.source import Source
-from policyfreeze.tree import ModelTree
+from policyfreeze.language.source import Source
+from policyfreeze.model.tree import ModelTree
 
 ROOT = Path(__file__).parent.parent
 TORCHVISION = ["resnet18", "mobilenet_v3_small", "vit_b_16", "convnext_tiny", "efficientnet_b0", "swin_t"]

@@ -18,7 +18,7 @@ def test_installed_wheel_parses_a_policy_outside_the_checkout(tmp_path):
         capture_output=True,
     )
     (wheel,) = dist.glob("policyfreeze-*.whl")
-    assert "policyfreeze/grammar/policy.lark" in zipfile.ZipFile(wheel).namelist()
+    assert "policyfreeze/language/grammar.lark" in zipfile.ZipFile(wheel).namelist()
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
         check=True,
@@ -27,7 +27,7 @@ def test_installed_wheel_parses_a_policy_outside_the_checkout(tmp_path):
     (elsewhere / "probe.freeze").write_text("freeze all; unfreeze *.fc.*\n")
     script = (
         "import policyfreeze, pathlib, sys\n"
-        "from policyfreeze import parser\n"
+        "from policyfreeze.language import parser\n"
         "assert pathlib.Path(policyfreeze.__file__).is_relative_to(sys.argv[1]), policyfreeze.__file__\n"
         "assert parser._GRAMMAR_LOCATIONS[0].is_file()\n"
         "policy = policyfreeze.load('probe.freeze')\n"

@@ -10,9 +10,10 @@ import torchvision
 from torch import nn
 
 import policyfreeze
-from policyfreeze import applier, pins
+from policyfreeze.engine import commit as applier
+from policyfreeze.model import pins
 from policyfreeze.errors import PolicyError
-from policyfreeze.tree import ModelTree
+from policyfreeze.model.tree import ModelTree
 
 from models import tiny
 

@@ -13,7 +13,7 @@ ones mean the same in RE2), globs through ``fnmatch`` one segment at a time.
 Hypothesis draws random policies from each model's real names (mutated
 into globs and regexes, some matching nothing) and checks every parameter's
 flag and deciding statement, every module's pin, and every "selects
-nothing" warning and PF207 error, against ``policyfreeze.resolver.evaluate``.
+nothing" warning and PF207 error, against ``policyfreeze.engine.resolve.evaluate``.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from hypothesis import strategies as st
 from torch import nn
 
 from policyfreeze import parse
-from policyfreeze.pins import is_pinned, pin
-from policyfreeze.resolver import evaluate
-from policyfreeze.rules import (
+from policyfreeze.model.pins import is_pinned, pin
+from policyfreeze.engine.resolve import evaluate
+from policyfreeze.language.policy import (
     KEYWORDS,
     AllSelector,
     ChildrenSelector,
@@ -44,8 +44,8 @@ from policyfreeze.rules import (
     TypeSelector,
     UnionSelector,
 )
-from policyfreeze.parser import regex_problem
-from policyfreeze.selection import (
+from policyfreeze.language.parser import regex_problem
+from policyfreeze.engine.select import (
     _glob_scanner,
     _name_matches,
     _name_matches_one_by_one,
@@ -54,7 +54,7 @@ from policyfreeze.selection import (
     glob_regex,
     matches,
 )
-from policyfreeze.tree import ModelTree
+from policyfreeze.model.tree import ModelTree
 from spec_glob import spec_glob_matches as glob_matches
 
 # --- the reference evaluator --------------------------------------------------

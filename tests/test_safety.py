@@ -57,10 +57,10 @@ from pathlib import Path
 import torch
 import torchvision
 from policyfreeze import PolicyError, apply, parse, resolve
-from policyfreeze.formatter import fmt
+from policyfreeze.language.fmt import fmt
 from policyfreeze.lint.linter import lint
-from policyfreeze.source import Source
-from policyfreeze.tree import ModelTree
+from policyfreeze.language.source import Source
+from policyfreeze.model.tree import ModelTree
 
 hostile = {hostile!r}
 with torch.device("meta"):  # no data is needed, only names and flags
@@ -215,8 +215,8 @@ def findings(path: Path) -> list[str]:
         if isinstance(node.func, ast.Name) and name in RUNS_CODE:
             found.append(f"{where} calls {name}()")
         last = name.rsplit(".", 1)[-1]
-        if last in IMPORTS_CODE and path.name != "models.py" and not imports_own_module(node):
-            found.append(f"{where} imports code with {name}() outside models.py (the --model loader)")
+        if last in IMPORTS_CODE and path.relative_to(PACKAGE).as_posix() != "model/loader.py" and not imports_own_module(node):
+            found.append(f"{where} imports code with {name}() outside model/loader.py (the --model loader)")
         if name.startswith("os.") and last in SHELL:
             found.append(f"{where} runs a command with {name}()")
         if unsafe_torch_load(node):
@@ -232,7 +232,7 @@ def unsafe_torch_load(call: ast.Call) -> bool:
 
 
 def test_the_package_never_runs_or_unpickles_code():
-    """No eval/exec/compile, no pickle/marshal/yaml/subprocess, imports only in models.py, torch.load only weights_only=True."""
+    """No eval/exec/compile, no pickle/marshal/yaml/subprocess, imports only in model/loader.py, torch.load only weights_only=True."""
     assert [problem for path in source_files() for problem in findings(path)] == []
 
 
@@ -255,8 +255,8 @@ def test_examples_load_checkpoints_with_weights_only():
         ("x = eval(text)", "calls eval()"),
         ("import torch\nstate = torch.load(path)", "without weights_only=True"),
         ("import torch\nstate = torch.load(path, weights_only=False)", "without weights_only=True"),
-        ("import importlib\nimportlib.import_module(name)", "outside models.py"),
-        ("import importlib\nimportlib.import_module(f'{name}.x')", "outside models.py"),
+        ("import importlib\nimportlib.import_module(name)", "outside model/loader.py"),
+        ("import importlib\nimportlib.import_module(f'{name}.x')", "outside model/loader.py"),
         ("import os\nos.system(cmd)", "runs a command"),
     ],
 )

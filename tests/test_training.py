@@ -9,8 +9,8 @@ from torch import nn
 
 import policyfreeze
 from policyfreeze import PolicyError
-from policyfreeze.resolver import evaluate
-from policyfreeze.tree import ModelTree
+from policyfreeze.engine.resolve import evaluate
+from policyfreeze.model.tree import ModelTree
 
 from models import tied, tiny
 

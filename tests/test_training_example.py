@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import policyfreeze
-from policyfreeze.freezer import fingerprint
+from policyfreeze.training.freezer import fingerprint
 
 ROOT = Path(__file__).parent.parent
 SMALL = {"epochs": 5, "samples": 8, "image_size": 16, "batch_size": 8}

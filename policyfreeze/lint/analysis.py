@@ -12,10 +12,10 @@ import bisect
 import functools
 from dataclasses import dataclass
 
-from ..resolver import Plan, evaluate
-from ..rules import Policy, Statement
-from ..selection import select
-from ..tree import ModelTree
+from ..engine.resolve import Plan, evaluate
+from ..language.policy import Policy, Statement
+from ..engine.select import select
+from ..model.tree import ModelTree
 
 Intervals = list[tuple[int, int]]
 

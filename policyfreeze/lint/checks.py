@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from ..rules import AllSelector, DifferenceSelector, Statement, UnionSelector, quote_name
+from ..language.policy import AllSelector, DifferenceSelector, Statement, UnionSelector, quote_name
 from .analysis import Stage, acts_on_params
 
 MAX_NAMES_SHOWN = 3

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..errors import Location, PolicyError
-from ..parser import Comment, parse_with_comments
-from ..rules import Policy
-from ..source import Source
+from ..language.parser import Comment, parse_with_comments
+from ..language.policy import Policy
+from ..language.source import Source
 from .codes import RULES, Severity
 
 if TYPE_CHECKING:
-    from ..tree import ModelTree
+    from ..model.tree import ModelTree
     from .analysis import Analysis
     from .checks import Hit
 

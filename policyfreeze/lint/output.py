@@ -12,7 +12,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from .. import __version__
-from ..term import paint
+from ..report.term import paint
 from .codes import RULES, SEVERITIES
 from .linter import Finding
 

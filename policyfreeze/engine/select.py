@@ -17,8 +17,8 @@ from collections.abc import Iterator
 
 import re2
 
-from .parser import regex_options
-from .rules import (
+from ..language.parser import regex_options
+from ..language.policy import (
     AllSelector,
     ChildrenSelector,
     DifferenceSelector,
@@ -28,7 +28,7 @@ from .rules import (
     TypeSelector,
     UnionSelector,
 )
-from .tree import ModelTree, NameLines
+from ..model.tree import ModelTree, NameLines
 
 Intervals = list[tuple[int, int]]
 

@@ -19,13 +19,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from . import __version__
-from .errors import PolicyError, PolicyUsageError
+from .. import __version__
+from ..errors import PolicyError, PolicyUsageError
 
 if TYPE_CHECKING:
-    from .rules import Policy
-    from .source import Source
-    from .tree import ModelTree
+    from ..language.policy import Policy
+    from ..language.source import Source
+    from ..model.tree import ModelTree
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 STDIN = "-"
@@ -102,7 +102,7 @@ def add_lint(commands) -> None:
 
 
 def _codes(text: str) -> list[str]:
-    from .lint.codes import RULES
+    from ..lint.codes import RULES
 
     codes = [code.strip().upper() for code in text.split(",") if code.strip()]
     for code in codes:
@@ -112,8 +112,8 @@ def _codes(text: str) -> list[str]:
 
 
 def run_lint(args: argparse.Namespace) -> int:
-    from .lint import filter_codes, lint, output
-    from .lint.linter import Finding, findings_from_error
+    from ..lint import filter_codes, lint, output
+    from ..lint.linter import Finding, findings_from_error
 
     unignorable = [code for code in args.ignore if "PF1".startswith(code) or code.startswith("PF1")]
     if unignorable:
@@ -157,11 +157,11 @@ def run_lint(args: argparse.Namespace) -> int:
 
 def _lint_tree(args: argparse.Namespace) -> ModelTree | None:
     if args.manifest:
-        from .manifest import load, to_tree
+        from ..model.manifest import load, to_tree
 
         return to_tree(load(args.manifest))
     if args.model:
-        from .tree import ModelTree
+        from ..model.tree import ModelTree
 
         return ModelTree.from_module(_build_model(args.model))
     return None
@@ -191,7 +191,7 @@ def add_fmt(commands) -> None:
 
 
 def run_fmt(args: argparse.Namespace) -> int:
-    from .formatter import format_source
+    from ..language.fmt import format_source
 
     status = EXIT_OK
     changed: list[str] = []
@@ -273,8 +273,8 @@ def add_plan(commands) -> None:
 
 
 def run_plan(args: argparse.Namespace) -> int:
-    from .render import format_markdown, format_tree
-    from .report import Report
+    from ..report.render import format_markdown, format_tree
+    from ..report.report import Report
 
     plan = _resolve(_load_policy(args.policy, args.stdin_filename), _build_model(args.model), args)
     report = Report(plan, applied=False)
@@ -309,7 +309,7 @@ def add_explain(commands) -> None:
 
 
 def run_explain(args: argparse.Namespace) -> int:
-    from .explain import explain, format_explanations
+    from ..report.explain import explain, format_explanations
 
     policy = _load_policy(args.policy, args.stdin_filename)
     plan = _resolve(policy, _build_model(args.model), args)
@@ -342,7 +342,7 @@ def add_diff(commands) -> None:
 
 
 def run_diff(args: argparse.Namespace) -> int:
-    from .diff import diff_plans, format_markdown, format_text, to_json
+    from ..report.diff import diff_plans, format_markdown, format_text, to_json
 
     if args.old == STDIN and args.new == STDIN:
         raise PolicyUsageError(f"only one of OLD and NEW can be '{STDIN}' (stdin)")
@@ -360,7 +360,7 @@ def run_diff(args: argparse.Namespace) -> int:
 
 
 def _resolve(policy: Policy, model: Any, args: argparse.Namespace):
-    from .resolver import resolve
+    from ..engine.resolve import resolve
 
     plan = resolve(model, policy, epoch=args.epoch, step=args.step)
     for finding in plan.warnings:
@@ -394,8 +394,8 @@ def add_manifest(commands) -> None:
 
 
 def run_manifest(args: argparse.Namespace) -> int:
-    from .manifest import from_tree, json_schema
-    from .tree import ModelTree
+    from ..model.manifest import from_tree, json_schema
+    from ..model.tree import ModelTree
 
     if args.schema:
         text = json_schema()
@@ -429,10 +429,10 @@ def add_cost(commands) -> None:
 
 
 def run_cost(args: argparse.Namespace) -> int:
-    from .cost import measure, parse_shape
-    from .models import build_model
-    from .parser import load
-    from .resolver import resolve
+    from ..report.cost import measure, parse_shape
+    from ..model.loader import build_model
+    from ..language.parser import load
+    from ..engine.resolve import resolve
 
     shape = parse_shape(args.input_shape)
     policy = load(args.policy)
@@ -490,7 +490,7 @@ def _is_dir(path: str) -> bool:
 
 def _read(path: str, stdin_filename: str | None) -> tuple[Source, bytes]:
     """The source of a policy file (or stdin) and its raw bytes."""
-    from .source import Source
+    from ..language.source import Source
 
     if path == STDIN:
         data = sys.stdin.buffer.read()
@@ -500,14 +500,14 @@ def _read(path: str, stdin_filename: str | None) -> tuple[Source, bytes]:
 
 
 def _load_policy(path: str, stdin_filename: str | None) -> Policy:
-    from .parser import parse_source
+    from ..language.parser import parse_source
 
     return parse_source(_read(path, stdin_filename)[0])
 
 
 def _build_model(spec: str) -> Any:
     """The model on the meta device; on the CPU, with a note, when its constructor needs real tensors."""
-    from .models import build_model
+    from ..model.loader import build_model
 
     try:
         return build_model(spec, device="meta")

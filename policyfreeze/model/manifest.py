@@ -21,7 +21,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import PolicyUsageError
+from ..errors import PolicyUsageError
 from .tree import ModelTree, StoredDetails, slot_ids
 
 MANIFEST_FORMAT = "policyfreeze-manifest"

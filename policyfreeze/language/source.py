@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import Location, PolicyError, PolicySyntaxError, PolicyUsageError
+from ..errors import Location, PolicyError, PolicySyntaxError, PolicyUsageError
 
 BOM = "\ufeff"
 # A policy is a page of rules; the bound keeps parse time and memory small.

@@ -22,16 +22,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .applier import commit, refuse_distributed
-from .errors import PolicyError, PolicyUsageError, PolicyWarning
-from .optim import check_base, check_is_optimizer, group_options, layout, options_key
-from .report import Report
-from .resolver import Plan, coerce_policy, resolve, stage_at
-from .rules import Policy
+from ..engine.commit import commit
+from ..engine.groups import check_base, layout
+from ..engine.resolve import Plan, coerce_policy, resolve, stage_at
+from ..errors import PolicyUsageError, PolicyWarning
+from ..language.policy import Policy
+from ..model.walk import refuse_distributed
+from ..report.report import Report
+from .optimizer import check_is_optimizer
+from .regroup import Group, GroupChange, apply_to_optimizer, held_by, names_in, regroup, tensors_by_name, transition
 
 STATE_VERSION = 1
-
-Group = tuple[dict, list[str]]  # optimizer options, parameter names
 
 
 @dataclass(frozen=True)
@@ -56,17 +57,6 @@ class StageChange:
             f"optimizer: {len(self.added)} added in {_count(self.new_groups, 'new group')}, "
             f"{len(self.moved)} moved to new groups, {len(self.removed)} removed"
         )
-
-
-@dataclass(frozen=True)
-class _Step:
-    """One milestone's effect on a set of optimizer groups (pure data)."""
-
-    drop: frozenset[str]
-    new_groups: tuple[Group, ...]
-    added: tuple[str, ...]
-    moved: tuple[str, ...]
-    removed: tuple[str, ...]
 
 
 class Freezer:
@@ -117,7 +107,7 @@ class Freezer:
 
         Build the optimizer from these (after ``load_state_dict`` when resuming).
         """
-        tensors = _tensors_by_name(self._plan)
+        tensors = tensors_by_name(self._plan)
         return [{"params": [tensors[name] for name in names], **options} for options, names in self._groups]
 
     def update(self, optimizer: Any, *, epoch: int | None = None, step: int | None = None) -> StageChange | None:
@@ -136,9 +126,9 @@ class Freezer:
             self.at = at
             return None
         final = plans[-1]
-        groups = _regroup(self._groups, self._steps(_names_in(self._groups), plans))
-        steps = self._steps(_held_by(optimizer, final), plans)
-        undo = _apply_to_optimizer(optimizer, final, steps)
+        groups = regroup(self._groups, self._steps(names_in(self._groups), plans))
+        steps = self._steps(held_by(optimizer, final), plans)
+        undo = apply_to_optimizer(optimizer, final, steps)
         try:
             commit(final)
         except BaseException:
@@ -192,7 +182,7 @@ class Freezer:
                 f"the checkpoint counts {state['unit']}s but {self.policy.source.name} schedules by {self.policy.unit}"
             )
         plans = self._plans_until(state["at"])
-        groups = _regroup(self._groups, self._steps(_names_in(self._groups), plans))
+        groups = regroup(self._groups, self._steps(names_in(self._groups), plans))
         if [names for _, names in groups] != [list(group["params"]) for group in state["groups"]]:
             if not changed:
                 raise PolicyUsageError(
@@ -228,11 +218,11 @@ class Freezer:
         crossed = milestones[bisect.bisect_right(milestones, self.at) : bisect.bisect_right(milestones, at)]
         return [self._resolve(milestone) for milestone in crossed]
 
-    def _steps(self, held: set[str], plans: list[Plan]) -> list[_Step]:
+    def _steps(self, held: set[str], plans: list[Plan]) -> list[GroupChange]:
         """Each milestone's effect on groups that now hold ``held`` (pure)."""
         previous, steps = self._plan, []
         for plan in plans:
-            step = _transition(held, previous, plan, self.lr, self.weight_decay)
+            step = transition(held, previous, plan, self.lr, self.weight_decay)
             held = (held - step.drop) | {name for _, names in step.new_groups for name in names}
             steps.append(step)
             previous = plan
@@ -276,94 +266,6 @@ def fingerprint(policy: Policy) -> str:
 
     payload = meaning(policy.model_dump(mode="json", exclude={"source"}))
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-
-
-def _regroup(groups: list[Group], steps: list[_Step]) -> list[Group]:
-    """``groups`` after ``steps``: dropped names leave (empty groups stay, so indices hold), new groups append."""
-    for step in steps:
-        groups = [(options, [n for n in names if n not in step.drop]) for options, names in groups]
-        groups += [(options, list(names)) for options, names in step.new_groups]
-    return [(options, list(names)) for options, names in groups]
-
-
-def _names_in(groups: list[Group]) -> set[str]:
-    return {name for _, names in groups for name in names}
-
-
-def _held_by(optimizer: Any, plan: Plan) -> set[str]:
-    """The model's parameters ``optimizer`` holds, by name (tensors of other models are left alone)."""
-    names = {id(tensor): name for name, tensor in zip(plan.tree.param_names, plan._tensors)}
-    return {names[id(t)] for group in optimizer.param_groups for t in group["params"] if id(t) in names}
-
-
-def _transition(held: set[str], previous: Plan, plan: Plan, lr: float | None, weight_decay: float | None) -> _Step:
-    """How groups holding ``held`` change from ``previous`` to ``plan``."""
-    added, moved, removed = [], [], []
-    for name, trainable in plan.requires_grad.items():
-        if not trainable:
-            if name in held:
-                removed.append(name)
-        elif name not in held:
-            added.append(name)
-        elif options_key(previous.decisions[name]) != options_key(plan.decisions[name]):
-            moved.append(name)
-    new_groups: dict[tuple, Group] = {}
-    joining = set(added) | set(moved)
-    for name in plan.requires_grad:
-        if name in joining:
-            decision = plan.decisions[name]
-            key = options_key(decision)
-            if key not in new_groups:
-                new_groups[key] = (group_options(key, decision, lr, weight_decay), [])
-            new_groups[key][1].append(name)
-    return _Step(frozenset(removed) | frozenset(moved), tuple(new_groups.values()), tuple(added), tuple(moved), tuple(removed))
-
-
-def _apply_to_optimizer(optimizer: Any, plan: Plan, ops: list[_Step]):
-    """Carry out ``ops`` on ``optimizer``; returns the function that undoes it. All-or-nothing.
-
-    An optimizer built from named parameters (torch ≥ 2.6 keeps ``param_names``)
-    stays named: new groups name their tensors too.
-    """
-    tensors = _tensors_by_name(plan)
-    before = [{key: list(group[key]) for key in ("params", "param_names") if key in group} for group in optimizer.param_groups]
-    named = any("param_names" in group for group in optimizer.param_groups)
-    dropped_state: dict[Any, Any] = {}
-
-    def undo() -> None:
-        del optimizer.param_groups[len(before) :]
-        for group, saved in zip(optimizer.param_groups, before):
-            group.update(saved)
-        optimizer.state.update(dropped_state)
-
-    try:
-        for op in ops:
-            drop = {id(tensors[name]) for name in op.drop}
-            forget = {id(tensors[name]) for name in op.removed}
-            for group in optimizer.param_groups:
-                keep = [id(tensor) not in drop for tensor in group["params"]]
-                for tensor, kept in zip(group["params"], keep):
-                    if not kept and id(tensor) in forget and tensor in optimizer.state:
-                        dropped_state[tensor] = optimizer.state.pop(tensor)
-                for key in ("params", "param_names"):
-                    if key in group:
-                        group[key] = [item for item, kept in zip(group[key], keep) if kept]
-            for options, names in op.new_groups:
-                params = [(name, tensors[name]) if named else tensors[name] for name in names]
-                optimizer.add_param_group({"params": params, **options})
-    except Exception as exc:
-        undo()
-        if isinstance(exc, PolicyError):
-            raise
-        raise PolicyUsageError(
-            f"bringing the optimizer in line with the new stage failed and nothing was changed: {exc}",
-            help="build the optimizer from freezer.param_groups()",
-        ) from exc
-    return undo
-
-
-def _tensors_by_name(plan: Plan) -> dict[str, Any]:
-    return dict(zip(plan.tree.param_names, plan._tensors))
 
 
 def _count(n: int, noun: str) -> str:

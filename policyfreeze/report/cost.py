@@ -18,10 +18,10 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .errors import PolicyUsageError
+from ..errors import PolicyUsageError
 
 if TYPE_CHECKING:
-    from .resolver import Plan
+    from ..engine.resolve import Plan
 
 COST_VERSION = 1
 ADAMW_STATES_PER_ELEMENT = 2
@@ -100,10 +100,9 @@ class CostReport:
 
 def measure(plan: Plan, input_shape: tuple[int, ...]) -> CostReport:
     """The cost of one training step on ``input_shape`` before (the plan's starting flags) and after ``plan``."""
-    if not plan._modules:
-        raise PolicyUsageError("this plan has no model to run: resolve the policy on the model itself")
+    live = plan.live_model()
     shape = _checked_shape(input_shape)
-    root = plan._modules[0]
+    root = live.root
     before = plan.before
     return CostReport(
         policy=plan.policy.source.name,
@@ -152,12 +151,12 @@ def _step_flops(root: Any, plan: Plan, trainable: dict[str, bool], shape: tuple[
     from torch.utils.flop_counter import FlopCounterMode
 
     stand_ins: dict[str, Any] = {}
-    for info, tensor in zip(plan.tree.params, plan._tensors):
+    for info, tensor in zip(plan.tree.params, plan.live_model().tensors):
         stand_in = torch.empty_like(tensor, device="meta")
         stand_ins[info.name] = stand_in.requires_grad_(True) if trainable[info.name] else stand_in
     for name, buffer in root.named_buffers():
         stand_ins[name] = torch.empty_like(buffer, device="meta")
-    floating = [t.dtype for t in plan._tensors if t.is_floating_point()]
+    floating = [t.dtype for t in plan.live_model().tensors if t.is_floating_point()]
     example = torch.empty(shape, device="meta", dtype=floating[0] if floating else torch.float32)
     try:
         with torch.enable_grad(), FlopCounterMode(display=False) as counter:

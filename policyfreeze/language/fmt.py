@@ -23,9 +23,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .errors import PolicyError
+from ..errors import PolicyError
 from .parser import Comment, parse, parse_with_comments, split_comments
-from .rules import (
+from .policy import (
     AllSelector,
     Block,
     ChildrenSelector,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from .report import Counts
 from .render import md_code, md_decision
-from .resolver import Decision, Plan
+from ..engine.resolve import Decision, Plan
 
 DIFF_VERSION = 1
 MAX_MARKDOWN_ROWS = 200

@@ -15,8 +15,8 @@ from .term import paint
 
 if TYPE_CHECKING:
     from .report import Report
-    from .resolver import Decision
-    from .tree import ModelTree
+    from ..engine.resolve import Decision
+    from ..model.tree import ModelTree
 
 MAX_MARKDOWN_ROWS = 200
 RUN_TO_COLLAPSE = 3

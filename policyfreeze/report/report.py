@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from .cost import CostReport, measure
 
 if TYPE_CHECKING:
-    from .resolver import Decision, Plan
+    from ..engine.resolve import Decision, Plan
 
 REPORT_VERSION = 1
 

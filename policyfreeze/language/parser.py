@@ -20,8 +20,8 @@ import re2
 from lark import Token, Tree
 from pydantic import ValidationError
 
-from .errors import Location, PolicyError, PolicySyntaxError, PolicyUsageError, PolicyValidationError, shorten
-from .rules import (
+from ..errors import Location, PolicyError, PolicySyntaxError, PolicyUsageError, PolicyValidationError, shorten
+from .policy import (
     KEYWORDS,
     OPTION_KEYS,
     AllSelector,
@@ -49,10 +49,10 @@ MAX_SELECTOR_DEPTH = 100
 MAX_INT_DIGITS = 100
 
 _GRAMMAR_LOCATIONS = (
-    # Installed wheel: the build copies grammar/ into the package.
-    Path(__file__).parent / "grammar" / "policy.lark",
-    # Source checkout or editable install: the project's top-level grammar/.
-    Path(__file__).parent.parent / "grammar" / "policy.lark",
+    # Installed wheel: the build copies grammar/policy.lark into the package.
+    Path(__file__).parent / "grammar.lark",
+    # Source checkout or editable install: the project's top-level grammar/, the one source.
+    Path(__file__).parents[2] / "grammar" / "policy.lark",
 )
 
 _EXPECTED_NAMES = {

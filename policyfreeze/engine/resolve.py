@@ -1,4 +1,4 @@
-"""Resolution (spec §6): a policy and a model tree → a pure ``Plan``.
+"""Resolution: a policy and a model tree → a pure ``Plan``.
 
 Nothing here changes a model. ``evaluate`` works on a torch-free
 ``ModelTree`` (so lint can run on a manifest); ``resolve`` is the public entry
@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import optim
-from .errors import PolicyError, PolicyResolveError, PolicyUsageError, shorten
-from .parser import load, parse
-from .rules import GlobSelector, Options, Policy, Statement, TypeSelector, quote_name
-from .selection import select
-from .source import Source
-from .tree import ModelTree, ParamInfo, can_require_grad
+from ..errors import PolicyError, PolicyResolveError, PolicyUsageError, shorten
+from ..language.parser import load, parse
+from ..language.policy import GlobSelector, Options, Policy, Statement, TypeSelector, quote_name
+from ..language.source import Source
+from ..model.tree import ModelTree, ParamInfo, can_require_grad
+from ..model.walk import LiveModel, walk
+from . import groups
+from .select import select
 
 
 @dataclass(frozen=True)
@@ -79,8 +80,20 @@ class Plan:
     module_deciders: list[int]
     warnings: tuple[PolicyError, ...] = ()
     errors: tuple[PolicyError, ...] = ()
-    _tensors: tuple[Any, ...] = field(default=(), repr=False, compare=False)
-    _modules: tuple[Any, ...] = field(default=(), repr=False, compare=False)
+    #: the model the plan was resolved on, with its tensors and modules by id; None for a tree (a manifest)
+    live: LiveModel | None = field(default=None, repr=False, compare=False)
+
+    def live_model(self) -> LiveModel:
+        """The live model behind the plan: what committing, optimizer groups and cost need.
+
+        A plan evaluated on a bare ``ModelTree`` (a manifest) has none: a usage error.
+        """
+        if self.live is None:
+            raise PolicyUsageError(
+                "this plan has no tensors (it was evaluated on a model tree, such as a manifest)",
+                help="resolve the policy on the model itself: policyfreeze.resolve(model, policy)",
+            )
+        return self.live
 
     @functools.cached_property
     def requires_grad(self) -> dict[str, bool]:
@@ -127,9 +140,9 @@ class Plan:
     def param_groups(self, *, lr: float | None = None, weight_decay: float | None = None) -> list[dict]:
         """Optimizer parameter groups holding only what trains, grouped by ``with`` options.
 
-        ``torch.optim.AdamW(plan.param_groups(lr=1e-3))``; see ``optim.param_groups``.
+        ``torch.optim.AdamW(plan.param_groups(lr=1e-3))``; see ``groups.param_groups``.
         """
-        return optim.param_groups(self, lr=lr, weight_decay=weight_decay)
+        return groups.param_groups(self, lr=lr, weight_decay=weight_decay)
 
 
 def coerce_policy(policy: Policy | str | Path) -> Policy:
@@ -178,11 +191,11 @@ def resolve(model: Any, policy: Policy | str | Path, *, epoch: int | None = None
     """
     policy = coerce_policy(policy)
     at = stage_at(policy, epoch, step)
-    tree, tensors, modules = ModelTree.from_module_with_objects(model)
-    plan = evaluate(tree, policy, at)
+    live = walk(model)
+    plan = evaluate(live.tree, policy, at)
     if plan.errors:
         raise PolicyError.collect(list(plan.errors))
-    return dataclasses.replace(plan, _tensors=tuple(tensors), _modules=tuple(modules))
+    return dataclasses.replace(plan, live=live)
 
 
 def evaluate(tree: ModelTree, policy: Policy, at: int = 0) -> Plan:

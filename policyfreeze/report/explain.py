@@ -10,10 +10,10 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
-from .errors import PolicyUsageError
-from .resolver import Plan
-from .rules import Statement
-from .selection import select
+from ..errors import PolicyUsageError
+from ..engine.resolve import Plan
+from ..language.policy import Statement
+from ..engine.select import select
 
 MAX_LISTED = 5
 

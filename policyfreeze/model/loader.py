@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .errors import PolicyUsageError
+from ..errors import PolicyUsageError
 
 SPEC_HELP = "a model is torchvision:NAME, package.module:factory or path/to/file.py:factory"
 
