@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import Figure, ms  # noqa: E402
+from common import Figure, ms
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICIES = ROOT / "policies"
@@ -54,7 +54,10 @@ def seconds(command: list[str]) -> float:
 def main() -> list[Figure]:
     imports_torch = subprocess.run([sys.executable, "-c", TORCH_FREE], cwd=ROOT, capture_output=True, text=True)
     torch_free = imports_torch.returncode == 0 and imports_torch.stderr.strip().endswith("False")
-    for command in (LINT, TORCH):  # warm the file and bytecode caches: cold start means a fresh process, not a cold disk
+    for command in (
+        LINT,
+        TORCH,
+    ):  # warm the file and bytecode caches: cold start means a fresh process, not a cold disk
         seconds(command)
     lint, torch = [], []
     for _ in range(REPEATS):

@@ -17,9 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import Figure, timed  # noqa: E402
+from common import Figure, timed
 
-import policyfreeze  # noqa: E402
+import policyfreeze
 
 REPEATS = 3
 SIZES = (10_000, 20_000)
@@ -32,7 +32,7 @@ FORMS = (
     "freeze blocks.{i}.children[0:2] except *.router",
     "train (blocks.{i}.norm1, blocks.{i}.norm2)",
     "unfreeze blocks.{i}.*.bias with lr=1e-4, weight_decay=0",
-    "freeze \"blocks.{i}.my-head\"; unfreeze head  # two on a line",
+    'freeze "blocks.{i}.my-head"; unfreeze head  # two on a line',
     "freeze match /^blocks\\.{i}\\./i except type(*Norm*)",
 )
 

@@ -19,10 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import moe  # noqa: E402
-from common import Figure, alternate, ms  # noqa: E402
+import moe
+from common import Figure, alternate, ms
 
-import policyfreeze  # noqa: E402
+import policyfreeze
 
 REPEATS = 5
 APPLY_GOAL, APPLY_STRETCH = 1.5, 1.0

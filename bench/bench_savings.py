@@ -37,9 +37,9 @@ import torchvision
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import Figure, ms  # noqa: E402
+from common import Figure, ms
 
-import policyfreeze  # noqa: E402
+import policyfreeze
 
 POLICY = Path(__file__).resolve().parent.parent / "policies" / "resnet18-linear-probe.freeze"
 BATCH = (16, 3, 112, 112)
@@ -119,23 +119,57 @@ def main() -> list[Figure]:
 
     shown = ", ".join(f"({name}) {ms(seconds)}" for name, seconds in median.items())
     return [
-        Figure("[4] one step, resnet18 16x3x112x112 on CPU", shown, "(a) all train (b) fc in optimizer "
-               "(c) policyfreeze linear probe (d) forward under no_grad (e) (c) by hand (f) (d) with BatchNorm in eval; "
-               "1 thread", None),
-        Figure("[4] (c) policyfreeze / (d) forward only", f"{median['c'] / median['d']:.2f}x", "<= 1.05x",
-               median["c"] / median["d"] <= 1.05),
-        Figure("[4] (c) policyfreeze / (a) all trainable", f"{median['c'] / median['a']:.3f}x", "<= 0.3x",
-               median["c"] / median["a"] <= 0.3),
-        Figure("[4] (d) forward only / (a) all trainable", f"{median['d'] / median['a']:.2f}x",
-               "for comparison: the floor of a model left in train mode", None),
-        Figure("[4] (c) policyfreeze / (f) forward only, BatchNorm in eval", f"{median['c'] / median['f']:.2f}x",
-               "for comparison: the floor of a model run as (c) runs it", None),
-        Figure("[4] (c) policyfreeze / (e) the same freeze by hand", f"{median['c'] / median['e']:.2f}x",
-               "for comparison: the policy costs nothing per step", None),
-        Figure("[4] (b) optimizer-only / (a) all trainable", f"{median['b'] / median['a']:.2f}x",
-               "for comparison: frozen by leaving out of the optimizer", None),
-        Figure("[4] (c) optimizer state", f"{len(state_params)} tensors, {state_elements:,} elements "
-               f"(fc: {len(fc)} tensors, 2 x {sum(fc.values()):,})", "only fc's elements", only_fc),
+        Figure(
+            "[4] one step, resnet18 16x3x112x112 on CPU",
+            shown,
+            "(a) all train (b) fc in optimizer "
+            "(c) policyfreeze linear probe (d) forward under no_grad (e) (c) by hand (f) (d) with BatchNorm in eval; "
+            "1 thread",
+            None,
+        ),
+        Figure(
+            "[4] (c) policyfreeze / (d) forward only",
+            f"{median['c'] / median['d']:.2f}x",
+            "<= 1.05x",
+            median["c"] / median["d"] <= 1.05,
+        ),
+        Figure(
+            "[4] (c) policyfreeze / (a) all trainable",
+            f"{median['c'] / median['a']:.3f}x",
+            "<= 0.3x",
+            median["c"] / median["a"] <= 0.3,
+        ),
+        Figure(
+            "[4] (d) forward only / (a) all trainable",
+            f"{median['d'] / median['a']:.2f}x",
+            "for comparison: the floor of a model left in train mode",
+            None,
+        ),
+        Figure(
+            "[4] (c) policyfreeze / (f) forward only, BatchNorm in eval",
+            f"{median['c'] / median['f']:.2f}x",
+            "for comparison: the floor of a model run as (c) runs it",
+            None,
+        ),
+        Figure(
+            "[4] (c) policyfreeze / (e) the same freeze by hand",
+            f"{median['c'] / median['e']:.2f}x",
+            "for comparison: the policy costs nothing per step",
+            None,
+        ),
+        Figure(
+            "[4] (b) optimizer-only / (a) all trainable",
+            f"{median['b'] / median['a']:.2f}x",
+            "for comparison: frozen by leaving out of the optimizer",
+            None,
+        ),
+        Figure(
+            "[4] (c) optimizer state",
+            f"{len(state_params)} tensors, {state_elements:,} elements "
+            f"(fc: {len(fc)} tensors, 2 x {sum(fc.values()):,})",
+            "only fc's elements",
+            only_fc,
+        ),
     ]
 
 

@@ -40,7 +40,9 @@ def timed(run: Callable[[], object], setup: Callable[[], object] | None = None) 
     return time.perf_counter() - start
 
 
-def alternate(runs: dict[str, Callable[[], object]], setup: Callable[[], object] | None, repeats: int) -> dict[str, float]:
+def alternate(
+    runs: dict[str, Callable[[], object]], setup: Callable[[], object] | None, repeats: int
+) -> dict[str, float]:
     """Median seconds of each run, the runs taking turns ``repeats`` times."""
     times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):

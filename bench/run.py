@@ -24,8 +24,11 @@ BENCHMARKS = ("bench_resolve.py", "bench_parse.py", "bench_cold_start.py", "benc
 def main() -> int:
     import torch
 
-    print(f"python {platform.python_version()}, torch {torch.__version__}, {platform.machine()}, "
-          f"{platform.processor() or platform.platform()}, {len(os.sched_getaffinity(0))} cores", flush=True)
+    print(
+        f"python {platform.python_version()}, torch {torch.__version__}, {platform.machine()}, "
+        f"{platform.processor() or platform.platform()}, {len(os.sched_getaffinity(0))} cores",
+        flush=True,
+    )
     start = time.perf_counter()
     verdicts = []
     for script in BENCHMARKS:

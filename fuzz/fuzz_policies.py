@@ -27,9 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 REGRESSIONS = ROOT / "tests" / "regressions"
 sys.path.insert(0, str(ROOT / "tests"))  # policy_strategies and models live beside the tests
 
-from hypothesis import HealthCheck, Phase, given, seed, settings  # noqa: E402
-
 import policy_strategies  # noqa: E402
+from hypothesis import HealthCheck, Phase, given, seed, settings  # noqa: E402
 
 
 def run_job(examples: int, job_seed: int) -> tuple[int, dict | None]:
@@ -55,7 +54,11 @@ def run_job(examples: int, job_seed: int) -> tuple[int, dict | None]:
             policy_strategies.check_input(text)
         except Exception as exc:
             # Hypothesis replays the shrunk input last, so this ends as the minimal one.
-            last_failure = {"input": text, "error": f"{type(exc).__name__}: {exc}"[:500], "trace": traceback.format_exc()}
+            last_failure = {
+                "input": text,
+                "error": f"{type(exc).__name__}: {exc}"[:500],
+                "trace": traceback.format_exc(),
+            }
             raise
 
     try:

@@ -1,9 +1,9 @@
 """policyfreeze: version-controlled freeze policies for PyTorch fine-tuning.
 
-    import policyfreeze
-    plan = policyfreeze.resolve(model, Path("policies/resnet18-linear-probe.freeze"))
-    report = policyfreeze.apply(model, "freeze all; unfreeze fc")
-    print(report)
+import policyfreeze
+plan = policyfreeze.resolve(model, Path("policies/resnet18-linear-probe.freeze"))
+report = policyfreeze.apply(model, "freeze all; unfreeze fc")
+print(report)
 """
 
 from __future__ import annotations
@@ -40,12 +40,12 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from .api import apply
+    from .engine.resolve import Decision, Plan, resolve
+    from .language.parser import load, parse
+    from .language.policy import Policy
+    from .report.report import Report
     from .training.freezer import Freezer, StageChange
     from .training.optimizer import check_optimizer
-    from .language.parser import load, parse
-    from .report.report import Report
-    from .engine.resolve import Decision, Plan, resolve
-    from .language.policy import Policy
 
 
 def __getattr__(name: str):

@@ -10,6 +10,8 @@ MAX_SHOWN_ERRORS = 20
 def shorten(text: str, limit: int = 40) -> str:
     """User text quoted in a message, cut short: the caret snippet shows where it is."""
     return text if len(text) <= limit else f"{text[: limit - 1]}… ({len(text):,} characters)"
+
+
 SNIPPET_WIDTH = 100
 
 

@@ -13,13 +13,13 @@ import lark
 from hypothesis import strategies as st
 from hypothesis.extra.lark import from_lark
 
+from policyfreeze.engine.resolve import evaluate
 from policyfreeze.errors import PolicyError
 from policyfreeze.language.fmt import format_source, structure
-from policyfreeze.lint.linter import lint
 from policyfreeze.language.parser import grammar_text, parse_source
-from policyfreeze.engine.resolve import evaluate
 from policyfreeze.language.policy import KEYWORDS
 from policyfreeze.language.source import Source
+from policyfreeze.lint.linter import lint
 from policyfreeze.model.tree import ModelTree
 
 # --- the model every generated policy is resolved against -------------------
@@ -28,20 +28,61 @@ from policyfreeze.model.tree import ModelTree
 @functools.cache
 def fuzz_tree() -> ModelTree:
     """One model with every structure the language must handle (tests/models.py)."""
-    from torch import nn
-
     import models
+    from torch import nn
 
     parts = {name: models.FACTORIES[name]() for name in ("tiny", "tied", "shared", "keywords", "mro", "intparam")}
     return ModelTree.from_module(nn.ModuleDict(parts))
 
 
 # Name segments and class names that exist in fuzz_tree(), plus near misses.
-SEGMENTS = (
-    "tiny tied shared keywords mro intparam 0 1 2 3 embed body head a b c epoch all match plain "
-    "conv norm plain_norm ln linear table weight bias running_mean fc layer1 x"
-).split()
-CLASSES = "Linear BatchNorm1d BatchNorm2d _BatchNorm _NormBase MyBatchNorm LayerNorm Conv2d ReLU Sequential Module".split()
+SEGMENTS = [
+    "tiny",
+    "tied",
+    "shared",
+    "keywords",
+    "mro",
+    "intparam",
+    "0",
+    "1",
+    "2",
+    "3",
+    "embed",
+    "body",
+    "head",
+    "a",
+    "b",
+    "c",
+    "epoch",
+    "all",
+    "match",
+    "plain",
+    "conv",
+    "norm",
+    "plain_norm",
+    "ln",
+    "linear",
+    "table",
+    "weight",
+    "bias",
+    "running_mean",
+    "fc",
+    "layer1",
+    "x",
+]
+CLASSES = [
+    "Linear",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "_BatchNorm",
+    "_NormBase",
+    "MyBatchNorm",
+    "LayerNorm",
+    "Conv2d",
+    "ReLU",
+    "Sequential",
+    "Module",
+]
 
 
 # --- valid policies, built from the language's rules -----------------------
@@ -92,7 +133,9 @@ atom = st.one_of(st.just("all"), glob, glob, regex, type_atom, children_atom)
 
 def _combine(parts: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
     operand = st.one_of(parts, parts.map(lambda p: f"({p})"), parts.map(lambda p: f"(\n  {p}\n)"))
-    return st.builds(lambda a, op, b: f"{a}{op}{b}", operand, st.sampled_from([", ", " & ", " except ", ",", "&"]), operand)
+    return st.builds(
+        lambda a, op, b: f"{a}{op}{b}", operand, st.sampled_from([", ", " & ", " except ", ",", "&"]), operand
+    )
 
 
 selector = st.recursive(atom, _combine, max_leaves=6)
@@ -117,7 +160,9 @@ def statement(draw) -> str:
     return text
 
 
-comment = st.sampled_from(["", "", "  # noqa: PF201", " # why: the stem stays frozen", "#", " # a /regex/ and \"quotes\""])
+comment = st.sampled_from(
+    ["", "", "  # noqa: PF201", " # why: the stem stays frozen", "#", ' # a /regex/ and "quotes"']
+)
 separator = st.sampled_from(["\n", ";", "; ", " ;\n", "\n\n", ";\n"])
 
 
@@ -141,11 +186,55 @@ def policies(draw) -> str:
 
 # --- text near the grammar, and anything at all -----------------------------
 
-TOKENS = (
-    "freeze unfreeze eval train all match type children except with at epoch step lr lr_scale weight_decay "
-    "layer1 fc 0 * ** *.fc.* ( ) [ ] { } , & ; : = . \" / # \n - 1e-4 nan inf /a/ /a/i "
-    "children[0] [0:2:0] 99999999999999999999999999"
-).split(" ")
+TOKENS = [
+    "freeze",
+    "unfreeze",
+    "eval",
+    "train",
+    "all",
+    "match",
+    "type",
+    "children",
+    "except",
+    "with",
+    "at",
+    "epoch",
+    "step",
+    "lr",
+    "lr_scale",
+    "weight_decay",
+    "layer1",
+    "fc",
+    "0",
+    "*",
+    "**",
+    "*.fc.*",
+    "(",
+    ")",
+    "[",
+    "]",
+    "{",
+    "}",
+    ",",
+    "&",
+    ";",
+    ":",
+    "=",
+    ".",
+    '"',
+    "/",
+    "#",
+    "\n",
+    "-",
+    "1e-4",
+    "nan",
+    "inf",
+    "/a/",
+    "/a/i",
+    "children[0]",
+    "[0:2:0]",
+    "99999999999999999999999999",
+]
 
 
 @functools.cache
@@ -170,7 +259,7 @@ def grammar_texts() -> st.SearchStrategy[str]:
 
 
 token_soup = st.lists(st.sampled_from(TOKENS), max_size=30).map(lambda tokens: " ".join(tokens).replace(" \n ", "\n"))
-policy_chars = st.text(st.sampled_from("abfl01*?[]!.,&()\"/\\#;{}=:-+ \n\t\r\x00\ufeffé"), max_size=60)
+policy_chars = st.text(st.sampled_from('abfl01*?[]!.,&()"/\\#;{}=:-+ \n\t\r\x00\ufeffé'), max_size=60)
 any_text = st.text(st.characters(codec=None, exclude_categories=()), max_size=80)
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from policyfreeze import __version__
-from policyfreeze.cli import COMMANDS, _use_color, build_parser, main
+from policyfreeze.cli import COMMANDS, build_parser, main
+from policyfreeze.cli.common import use_color
 
 ROOT = Path(__file__).parent.parent
 CORPUS = ROOT / "tests" / "lint_corpus"
@@ -93,7 +94,9 @@ EXIT_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("argv", "expected"), EXIT_CASES, ids=lambda v: " ".join(map(str, v)) if isinstance(v, list) else None)
+@pytest.mark.parametrize(
+    ("argv", "expected"), EXIT_CASES, ids=lambda v: " ".join(map(str, v)) if isinstance(v, list) else None
+)
 def test_exit_code(argv, expected: int, capsys) -> None:
     status, out, err = run(argv, capsys)
     assert status == expected, err
@@ -120,7 +123,7 @@ def test_version(capsys) -> None:
     assert run(["--version"], capsys)[1] == f"policyfreeze {__version__}\n"
 
 
-@pytest.mark.parametrize("command", [register.__name__.removeprefix("add_") for register in COMMANDS])
+@pytest.mark.parametrize("command", list(COMMANDS))
 def test_every_command_has_help_with_an_example(command: str, capsys) -> None:
     status, out, _ = run([command, "--help"], capsys)
     assert status == 0
@@ -130,8 +133,8 @@ def test_every_command_has_help_with_an_example(command: str, capsys) -> None:
 def test_top_level_help_lists_every_command(capsys) -> None:
     status, out, _ = run(["--help"], capsys)
     assert status == 0
-    for register in COMMANDS:
-        assert register.__name__.removeprefix("add_") in out
+    for name in COMMANDS:
+        assert name in out
 
 
 # --- lint -------------------------------------------------------------------------------
@@ -164,7 +167,9 @@ def test_lint_of_an_empty_directory_warns(tmp_path: Path, capsys) -> None:
 
 
 def test_lint_json_document(capsys) -> None:
-    status, out, _ = run(["lint", CORPUS / "pf205-nothing-trainable.freeze", "--model", RESNET, "--format", "json"], capsys)
+    status, out, _ = run(
+        ["lint", CORPUS / "pf205-nothing-trainable.freeze", "--model", RESNET, "--format", "json"], capsys
+    )
     document = json.loads(out)
     assert status == 1
     assert document["counts"] == {"files": 1, "findings": 3, "error": 1, "warning": 2, "info": 0}
@@ -223,7 +228,7 @@ def test_colour_only_on_a_terminal_without_no_color(tty: bool, env: dict, expect
     monkeypatch.setenv("TERM", "xterm")
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    assert _use_color(FakeTTY() if tty else io.StringIO()) is expected
+    assert use_color(FakeTTY() if tty else io.StringIO()) is expected
 
 
 def test_lint_output_is_coloured_on_a_terminal_only(monkeypatch) -> None:
@@ -313,7 +318,9 @@ def test_plan_tree(policy, capsys) -> None:
 
 
 def test_plan_tree_collapses_alike_siblings(capsys, policy) -> None:
-    status, out, _ = run(["plan", policy("freeze layer1, layer2, layer3\n"), "--model", RESNET, "--format", "tree"], capsys)
+    status, out, _ = run(
+        ["plan", policy("freeze layer1, layer2, layer3\n"), "--model", RESNET, "--format", "tree"], capsys
+    )
     assert "├── layer1 … layer3 (3 × Sequential)" in out
     assert len(out.splitlines()) == 9
 

@@ -59,7 +59,12 @@ def _expected_deciders(case, names, frozen):
             assert name in deciders, f"case lists unknown parameter {name}"
             deciders[name] = int(ordinal)
     if rest is not None:
-        listed = {n for group in case["decided_by"].values() if group not in ("rest",) for n in (sorted(frozen) if group == "frozen" else group)}
+        listed = {
+            n
+            for group in case["decided_by"].values()
+            if group not in ("rest",)
+            for n in (sorted(frozen) if group == "frozen" else group)
+        }
         for name in names:
             if name not in listed:
                 deciders[name] = rest

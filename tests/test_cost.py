@@ -6,14 +6,13 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from models import tied, tiny
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import policyfreeze
 from policyfreeze import PolicyUsageError
 from policyfreeze.cli import main
-
-from models import tied, tiny
 
 POLICIES = Path(__file__).parent.parent / "policies"
 
@@ -82,7 +81,8 @@ def test_cost_leaves_a_real_model_untouched():
 
 def test_the_text_report(meta_resnet18):
     cost = policyfreeze.Report(
-        policyfreeze.resolve(meta_resnet18, policyfreeze.parse("freeze all; unfreeze fc", "probe.freeze")), applied=False
+        policyfreeze.resolve(meta_resnet18, policyfreeze.parse("freeze all; unfreeze fc", "probe.freeze")),
+        applied=False,
     ).cost(SHAPE)
     assert str(cost) == (
         "probe.freeze on ResNet: one training step at input 8×3×224×224\n"
@@ -143,16 +143,36 @@ def test_a_model_that_rejects_the_input():
 
 
 def test_cost_command_text(capsys):
-    code = main(["cost", str(POLICIES / "resnet18-linear-probe.freeze"), "--model", "torchvision:resnet18", "--input-shape", "8,3,224,224"])
+    code = main(
+        [
+            "cost",
+            str(POLICIES / "resnet18-linear-probe.freeze"),
+            "--model",
+            "torchvision:resnet18",
+            "--input-shape",
+            "8,3,224,224",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
-    assert out.startswith(f"{POLICIES / 'resnet18-linear-probe.freeze'} on ResNet: one training step at input 8×3×224×224\n")
+    assert out.startswith(
+        f"{POLICIES / 'resnet18-linear-probe.freeze'} on ResNet: one training step at input 8×3×224×224\n"
+    )
     assert out.endswith("with the policy a step costs 0.34 of the FLOPs without it\n")
 
 
 def test_cost_command_json(capsys):
     code = main(
-        ["cost", str(POLICIES / "bitfit.freeze"), "--model", "torchvision:resnet18", "--input-shape", "2,3,64,64", "--format", "json"]
+        [
+            "cost",
+            str(POLICIES / "bitfit.freeze"),
+            "--model",
+            "torchvision:resnet18",
+            "--input-shape",
+            "2,3,64,64",
+            "--format",
+            "json",
+        ]
     )
     data = json.loads(capsys.readouterr().out)
     assert code == 0

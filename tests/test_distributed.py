@@ -125,7 +125,9 @@ def worker(rank: int, init_file: str) -> None:
 
 def test_two_processes_train_with_a_policy(tmp_path, monkeypatch):
     monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")  # loopback only
-    context = mp.start_processes(worker, args=(str(tmp_path / "rendezvous"),), nprocs=WORLD_SIZE, join=False, start_method="spawn")
+    context = mp.start_processes(
+        worker, args=(str(tmp_path / "rendezvous"),), nprocs=WORLD_SIZE, join=False, start_method="spawn"
+    )
     deadline = time.monotonic() + DEADLINE_SECONDS
     try:
         while not context.join(timeout=1):
@@ -162,7 +164,10 @@ def test_fsdp_resolves_through_use_orig_params_and_refuses_apply(tmp_path):
             else:
                 with pytest.raises(policyfreeze.PolicyError, match="one flat parameter: their names are gone"):
                     policyfreeze.resolve(wrapped, SCHEDULE)
-            with pytest.raises(policyfreeze.PolicyError, match="FullyShardedDataParallel, .* apply the policy to the bare model, then wrap"):
+            with pytest.raises(
+                policyfreeze.PolicyError,
+                match="FullyShardedDataParallel, .* apply the policy to the bare model, then wrap",
+            ):
                 policyfreeze.apply(wrapped, SCHEDULE)
             assert {name: p.requires_grad for name, p in wrapped.named_parameters()} == before
     finally:

@@ -220,7 +220,9 @@ def test_a_lazy_module_not_yet_initialized_is_refused_and_left_alone():
 )
 def test_what_is_not_a_module_is_a_usage_error(model, message):
     for call in (policyfreeze.resolve, policyfreeze.apply, lambda m, p: policyfreeze.Freezer(m, p)):
-        with pytest.raises(policyfreeze.PolicyUsageError, match=f"a policy applies to a torch.nn.Module instance, {message}"):
+        with pytest.raises(
+            policyfreeze.PolicyUsageError, match=f"a policy applies to a torch.nn.Module instance, {message}"
+        ):
             call(model, "freeze all")
 
 

@@ -14,6 +14,8 @@ from policyfreeze.language.fmt import fmt, glob_text, structure
 from policyfreeze.language.parser import parse, split_comments
 
 ROOT = Path(__file__).parent.parent
+
+
 def _parses(path: Path) -> bool:
     try:
         parse(path.read_bytes().decode("utf-8"))

@@ -10,14 +10,13 @@ import torch
 import torchvision
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from models import tiny
 from torch import nn
 
 import policyfreeze
 from policyfreeze import Freezer, PolicyError, PolicyUsageError, PolicyWarning
 from policyfreeze.engine import commit as applier
 from policyfreeze.model import pins
-
-from models import tiny
 
 TESTS = Path(__file__).parent
 
@@ -123,7 +122,10 @@ def test_step_schedules():
     optimizer = torch.optim.SGD(freezer.param_groups())
     changes = [step for step in range(20) if freezer.update(optimizer, step=step)]
     assert changes == [10]
-    assert layout(model, optimizer.param_groups) == [({"lr": 0.1}, ["3.weight", "3.bias"]), ({"lr": 0.1}, ["0.weight", "0.bias"])]
+    assert layout(model, optimizer.param_groups) == [
+        ({"lr": 0.1}, ["3.weight", "3.bias"]),
+        ({"lr": 0.1}, ["0.weight", "0.bias"]),
+    ]
     with pytest.raises(PolicyUsageError, match="schedules by step: pass step="):
         freezer.update(optimizer, epoch=20)
 
@@ -202,7 +204,9 @@ def test_an_optimizer_of_named_parameters_stays_named():
         ["2.1.weight", "2.1.bias", "3.weight", "3.bias"],
         ["0.weight", "0.bias"],
     ]
-    assert [layout(model, [g])[0][1] for g in optimizer.param_groups] == [g["param_names"] for g in optimizer.param_groups]
+    assert [layout(model, [g])[0][1] for g in optimizer.param_groups] == [
+        g["param_names"] for g in optimizer.param_groups
+    ]
     assert policyfreeze.check_optimizer(model, optimizer) == ()
 
 
@@ -373,9 +377,9 @@ def test_not_a_freezer_state(state, message):
 def test_a_checkpoint_of_another_model_is_refused():
     freezer = Freezer(tiny(), "freeze all; unfreeze 3")
     with pytest.raises(PolicyUsageError, match="saved for a different model"):
-        Freezer(nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2), nn.Linear(2, 2), nn.Linear(2, 2)), "freeze all; unfreeze 3").load_state_dict(
-            {**freezer.state_dict(), "groups": [{"params": ["3.weight", "3.bias", "4.weight"]}]}
-        )
+        Freezer(
+            nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2), nn.Linear(2, 2), nn.Linear(2, 2)), "freeze all; unfreeze 3"
+        ).load_state_dict({**freezer.state_dict(), "groups": [{"params": ["3.weight", "3.bias", "4.weight"]}]})
 
 
 # End to end: resume in a fresh process ---------------------------------------
@@ -445,7 +449,12 @@ def test_resume_in_a_fresh_process_matches_an_uninterrupted_run(tmp_path):
     train_epochs(model, freezer, optimizer, range(CHECKPOINT_AFTER + 1))
     checkpoint = tmp_path / "checkpoint.pt"
     torch.save(
-        {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "freezer": freezer.state_dict(), "epoch": CHECKPOINT_AFTER},
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "freezer": freezer.state_dict(),
+            "epoch": CHECKPOINT_AFTER,
+        },
         checkpoint,
     )
     train_epochs(model, freezer, optimizer, range(CHECKPOINT_AFTER + 1, EPOCHS))

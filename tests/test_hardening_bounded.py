@@ -54,9 +54,7 @@ SCRIPT = textwrap.dedent(
 
 
 def test_catastrophic_patterns_resolve_and_lint_quickly():
-    result = subprocess.run(
-        [sys.executable, "-c", SCRIPT, *POLICIES], capture_output=True, text=True, timeout=240
-    )
+    result = subprocess.run([sys.executable, "-c", SCRIPT, *POLICIES], capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr
     counts = [tuple(map(int, line.split())) for line in result.stdout.splitlines()]
     assert len(counts) == len(POLICIES)

@@ -10,7 +10,6 @@ import textwrap
 
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-
 from spec_glob import spec_glob_matches as reference_match
 
 from policyfreeze.engine.select import glob_regex

@@ -13,11 +13,11 @@ import torchvision
 from hypothesis import HealthCheck, given, settings
 from policy_strategies import policies
 
+from policyfreeze.language.parser import Comment
+from policyfreeze.language.source import Source
 from policyfreeze.lint import RULES, filter_codes, lint
 from policyfreeze.lint.checks import CHECKS
 from policyfreeze.lint.linter import Finding, noqa_lines
-from policyfreeze.language.parser import Comment
-from policyfreeze.language.source import Source
 from policyfreeze.model.tree import ModelTree
 
 ROOT = Path(__file__).parent.parent

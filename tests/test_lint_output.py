@@ -22,9 +22,19 @@ from policyfreeze.lint.output import (
 )
 
 
-def finding(code="PF201", *, source="policies/a.freeze", line=2, column=3, end_line=2, end_column=9, message="m", help=None):
+def finding(
+    code="PF201", *, source="policies/a.freeze", line=2, column=3, end_line=2, end_column=9, message="m", help=None
+):
     text = "freeze layer9 # and more text"
-    return Finding(code, RULES[code].severity, message, Location(source, line, column, text, end_column), end_line, end_column, help)
+    return Finding(
+        code,
+        RULES[code].severity,
+        message,
+        Location(source, line, column, text, end_column),
+        end_line,
+        end_column,
+        help,
+    )
 
 
 # --- text ----------------------------------------------------------------------------
@@ -56,7 +66,11 @@ def test_text_colour_only_when_asked() -> None:
         ([], 1, "All checks passed (1 file)."),
         ([], 3, "All checks passed (3 files)."),
         (["PF101"], 1, "Found 1 finding (1 error) in 1 file."),
-        (["PF101", "PF205", "PF201", "PF203", "PF203"], 2, "Found 5 findings (2 errors, 1 warning, 2 info) in 2 files."),
+        (
+            ["PF101", "PF205", "PF201", "PF203", "PF203"],
+            2,
+            "Found 5 findings (2 errors, 1 warning, 2 info) in 2 files.",
+        ),
     ],
 )
 def test_summary(codes, files, expected) -> None:
@@ -182,7 +196,9 @@ def test_sarif_uri_of_a_file_outside_the_repository_is_absolute(tmp_path: Path) 
     outside = tmp_path / "elsewhere" / "a.freeze"
     log = json.loads(format_sarif([finding(source=str(outside))], root=tmp_path / "repo"))
     check_sarif(log)
-    assert log["runs"][0]["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"] == {"uri": outside.as_uri()}
+    assert log["runs"][0]["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"] == {
+        "uri": outside.as_uri()
+    }
 
 
 def test_sarif_without_findings_is_still_a_valid_log(tmp_path: Path) -> None:

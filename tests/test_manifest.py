@@ -10,11 +10,11 @@ import pytest
 import torch
 import torchvision
 
-from policyfreeze.model import manifest as manifests
 from policyfreeze.cli import main
 from policyfreeze.errors import PolicyUsageError
-from policyfreeze.lint import lint
 from policyfreeze.language.source import Source
+from policyfreeze.lint import lint
+from policyfreeze.model import manifest as manifests
 from policyfreeze.model.tree import ModelTree
 
 ROOT = Path(__file__).parent.parent
@@ -57,7 +57,11 @@ def test_manifest_records_tied_parameters_and_shared_modules(trees) -> None:
 
 def test_manifest_records_classes_shapes_and_running_statistics(trees) -> None:
     document = json.loads(manifests.from_tree(trees["resnet18"], model="torchvision:resnet18").to_json())
-    assert (document["format"], document["version"], document["model"]) == ("policyfreeze-manifest", 1, "torchvision:resnet18")
+    assert (document["format"], document["version"], document["model"]) == (
+        "policyfreeze-manifest",
+        1,
+        "torchvision:resnet18",
+    )
     bn1 = next(m for m in document["modules"] if m["name"] == "bn1")
     assert bn1 == {
         "name": "bn1",
@@ -91,14 +95,18 @@ EXTRA = [
 @pytest.mark.parametrize("name", TORCHVISION + ["tied", "shared", "intparam", "keywords", "mro"])
 def test_lint_against_the_manifest_equals_lint_against_the_model(trees, name: str) -> None:
     live, rebuilt = trees[name], round_trip(trees[name])
-    texts = [(p.name, p.read_text(encoding="utf-8")) for p in POLICIES] + [(f"extra{i}", t) for i, t in enumerate(EXTRA)]
+    texts = [(p.name, p.read_text(encoding="utf-8")) for p in POLICIES] + [
+        (f"extra{i}", t) for i, t in enumerate(EXTRA)
+    ]
     for source_name, text in texts:
         source = Source(source_name, text)
         assert list(lint(source, rebuilt)) == list(lint(source, live)), source_name
 
 
 @pytest.mark.parametrize("spec", ["torchvision:resnet18", "torchvision:mobilenet_v3_small"])
-def test_cli_lint_with_manifest_prints_what_lint_with_model_prints(spec: str, tmp_path: Path, capsys, monkeypatch) -> None:
+def test_cli_lint_with_manifest_prints_what_lint_with_model_prints(
+    spec: str, tmp_path: Path, capsys, monkeypatch
+) -> None:
     monkeypatch.chdir(ROOT)
     manifest = tmp_path / "model.json"
     assert main(["manifest", "--model", spec, "-o", str(manifest)]) == 0

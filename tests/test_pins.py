@@ -7,15 +7,14 @@ import pickle
 import pytest
 import torch
 import torchvision
+from models import tiny
 from torch import nn
 
 import policyfreeze
 from policyfreeze.engine import commit as applier
-from policyfreeze.model import pins
 from policyfreeze.errors import PolicyError
+from policyfreeze.model import pins
 from policyfreeze.model.tree import ModelTree
-
-from models import tiny
 
 STATS = ("running_mean", "running_var", "num_batches_tracked")
 

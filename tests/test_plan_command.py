@@ -61,7 +61,15 @@ def test_model_from_a_file_and_from_a_module(tmp_path, capsys, monkeypatch):
 
 def test_python_dash_m():
     result = subprocess.run(
-        [sys.executable, "-m", "policyfreeze", "plan", str(POLICIES / "bitfit.freeze"), "--model", "torchvision:resnet18"],
+        [
+            sys.executable,
+            "-m",
+            "policyfreeze",
+            "plan",
+            str(POLICIES / "bitfit.freeze"),
+            "--model",
+            "torchvision:resnet18",
+        ],
         capture_output=True,
         text=True,
     )

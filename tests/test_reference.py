@@ -28,11 +28,21 @@ import torch
 import torchvision
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from spec_glob import spec_glob_matches as glob_matches
 from torch import nn
 
 from policyfreeze import parse
-from policyfreeze.model.pins import is_pinned, pin
 from policyfreeze.engine.resolve import evaluate
+from policyfreeze.engine.select import (
+    _glob_scanner,
+    _name_matches,
+    _name_matches_one_by_one,
+    _regex_scanner,
+    compile_regex,
+    glob_regex,
+    matches,
+)
+from policyfreeze.language.parser import regex_problem
 from policyfreeze.language.policy import (
     KEYWORDS,
     AllSelector,
@@ -44,18 +54,8 @@ from policyfreeze.language.policy import (
     TypeSelector,
     UnionSelector,
 )
-from policyfreeze.language.parser import regex_problem
-from policyfreeze.engine.select import (
-    _glob_scanner,
-    _name_matches,
-    _name_matches_one_by_one,
-    _regex_scanner,
-    compile_regex,
-    glob_regex,
-    matches,
-)
+from policyfreeze.model.pins import is_pinned, pin
 from policyfreeze.model.tree import ModelTree
-from spec_glob import spec_glob_matches as glob_matches
 
 # --- the reference evaluator --------------------------------------------------
 
@@ -253,7 +253,9 @@ def structural(odd_names: dict[str, nn.Module]) -> nn.Module:
 
 
 def odd_names() -> dict[str, nn.Module]:
-    return {name: nn.Linear(1, 1) for name in ("type", "all", "except", "children", "my-block", "with space", "café", "ü2")}
+    return {
+        name: nn.Linear(1, 1) for name in ("type", "all", "except", "children", "my-block", "with space", "café", "ü2")
+    }
 
 
 def meta(name: str):
@@ -271,7 +273,10 @@ MODELS = {
     "structural": lambda: structural(odd_names()),
     # A name with a newline: selection cannot scan names joined by newlines and tests one by one.
     "newline-name": lambda: structural({**odd_names(), "two\nlines": nn.Linear(1, 1)}),
-    **{name: meta(name) for name in ("resnet18", "mobilenet_v3_small", "densenet121", "vit_b_16", "swin_t", "convnext_tiny")},
+    **{
+        name: meta(name)
+        for name in ("resnet18", "mobilenet_v3_small", "densenet121", "vit_b_16", "swin_t", "convnext_tiny")
+    },
 }
 
 
@@ -475,11 +480,17 @@ def paths(newlines: bool):
     return st.lists(st.text(chars, min_size=1, max_size=4), min_size=1, max_size=4).map(".".join)
 
 
-trees = st.booleans().flatmap(lambda newlines: st.lists(paths(newlines), min_size=1, max_size=8)).map(lambda p: tree_of(p))
-glob_segments = st.one_of(st.sampled_from(["*", "**"]), st.text(st.sampled_from("ab1*?[]!-é\n"), min_size=1, max_size=5))
+trees = (
+    st.booleans().flatmap(lambda newlines: st.lists(paths(newlines), min_size=1, max_size=8)).map(lambda p: tree_of(p))
+)
+glob_segments = st.one_of(
+    st.sampled_from(["*", "**"]), st.text(st.sampled_from("ab1*?[]!-é\n"), min_size=1, max_size=5)
+)
 glob_patterns = st.lists(glob_segments, min_size=1, max_size=4).map(".".join)
 regex_patterns = st.lists(
-    st.sampled_from(["a", "b", "1", r"\.", ".", "[^a]", "^", "$", r"\A", r"\z", r"\n", "(?s:.)", "é", "*", "|", "(?-m:^a)", r"\b"]),
+    st.sampled_from(
+        ["a", "b", "1", r"\.", ".", "[^a]", "^", "$", r"\A", r"\z", r"\n", "(?s:.)", "é", "*", "|", "(?-m:^a)", r"\b"]
+    ),
     min_size=1,
     max_size=6,
 ).map("".join)
@@ -525,7 +536,9 @@ def tree_with_locals(locals_by_depth: list[list[str]]) -> ModelTree:
     return ModelTree.from_module(root)
 
 
-dotted_locals = st.lists(st.lists(st.sampled_from(["a", "b", "a.b", "w", "b.w", "a.b.w"]), min_size=1, max_size=3), max_size=3)
+dotted_locals = st.lists(
+    st.lists(st.sampled_from(["a", "b", "a.b", "w", "b.w", "a.b.w"]), min_size=1, max_size=3), max_size=3
+)
 
 
 @settings(max_examples=300, deadline=None)

@@ -5,14 +5,13 @@ import warnings
 import pytest
 import torch
 import torchvision
+from models import tied, tiny
 from torch import nn
 
 import policyfreeze
 from policyfreeze import PolicyError
 from policyfreeze.engine.resolve import evaluate
 from policyfreeze.model.tree import ModelTree
-
-from models import tied, tiny
 
 
 def resnet18() -> nn.Module:
@@ -37,7 +36,9 @@ def resnet_names(*prefixes: str) -> list[str]:
 
 
 RESNET_CASES = [
-    pytest.param("freeze all; unfreeze fc", {"lr": 1e-3}, [({"lr": 1e-3}, ["fc.weight", "fc.bias"])], id="linear-probe"),
+    pytest.param(
+        "freeze all; unfreeze fc", {"lr": 1e-3}, [({"lr": 1e-3}, ["fc.weight", "fc.bias"])], id="linear-probe"
+    ),
     pytest.param(
         "freeze all; unfreeze layer4 with lr_scale=0.1; unfreeze fc",
         {"lr": 1e-3},
@@ -128,7 +129,9 @@ def test_the_one_liner_optimizer_moves_only_what_trains():
 
 
 def test_lr_scale_needs_a_base_lr():
-    plan = policyfreeze.resolve(resnet18(), policyfreeze.parse("freeze all\nunfreeze fc with lr_scale=0.1\n", "p.freeze"))
+    plan = policyfreeze.resolve(
+        resnet18(), policyfreeze.parse("freeze all\nunfreeze fc with lr_scale=0.1\n", "p.freeze")
+    )
     with pytest.raises(PolicyError) as info:
         plan.param_groups()
     assert str(info.value) == (
@@ -138,7 +141,9 @@ def test_lr_scale_needs_a_base_lr():
     )
 
 
-@pytest.mark.parametrize("base", [{"lr": 0}, {"lr": -1.0}, {"lr": float("nan")}, {"lr": "1e-3"}, {"weight_decay": -0.1}])
+@pytest.mark.parametrize(
+    "base", [{"lr": 0}, {"lr": -1.0}, {"lr": float("nan")}, {"lr": "1e-3"}, {"weight_decay": -0.1}]
+)
 def test_a_bad_base_is_a_usage_error(base):
     plan = policyfreeze.resolve(resnet18(), "freeze all; unfreeze fc")
     with pytest.raises(policyfreeze.PolicyUsageError, match="must be a"):

@@ -1,6 +1,7 @@
 """The gradual-unfreezing example runs (small), resumes, and uses the recipe's rules."""
 
 import importlib.util
+import itertools
 import math
 from pathlib import Path
 
@@ -32,7 +33,7 @@ def test_the_example_unfreezes_one_stage_per_epoch(example, uninterrupted):
     total = sum(p.numel() for p in example.build_model().parameters())
     trainable = [record["trainable"] for record in history]
     assert trainable[0] == 512 * 3 + 3 and trainable[-1] == total
-    assert all(a < b for a, b in zip(trainable, trainable[1:]))
+    assert all(a < b for a, b in itertools.pairwise(trainable))
     assert [record["groups"] for record in history] == [[2], [2, 15], [2, 15, 15], [2, 15, 15, 15], [2, 15, 15, 15, 15]]
     assert all(math.isfinite(record["loss"]) for record in history)
     assert sum(isinstance(line, policyfreeze.StageChange) for line in logs) == 4

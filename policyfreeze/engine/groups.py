@@ -88,4 +88,6 @@ def param_groups(plan: Plan, *, lr: float | None = None, weight_decay: float | N
     appears once (tied weights too), groups in order of their first parameter.
     """
     tensors = dict(zip(plan.tree.param_names, plan.live_model().tensors))
-    return [{"params": [tensors[name] for name in names], **options} for options, names in layout(plan, lr, weight_decay)]
+    return [
+        {"params": [tensors[name] for name in names], **options} for options, names in layout(plan, lr, weight_decay)
+    ]

@@ -237,7 +237,9 @@ def _final(initial: list[bool], deciders: list[int], sets: list[bool]) -> list[b
     return [flag if decider < 0 else sets[decider] for flag, decider in zip(initial, deciders)]
 
 
-def _unfrozen_non_float(tree: ModelTree, source: Source, statements: list[Statement], param_deciders: list[int]) -> Iterator[PolicyError]:
+def _unfrozen_non_float(
+    tree: ModelTree, source: Source, statements: list[Statement], param_deciders: list[int]
+) -> Iterator[PolicyError]:
     """PF207 for each parameter an ``unfreeze`` decided whose dtype cannot require gradients."""
     unfreezes = [statement.verb == "unfreeze" for statement in statements] + [False]  # the last serves -1
     unfrozen = list(itertools.compress(range(len(param_deciders)), map(unfreezes.__getitem__, param_deciders)))
@@ -255,7 +257,9 @@ def _unfrozen_non_float(tree: ModelTree, source: Source, statements: list[Statem
             )
 
 
-def _selects_nothing(source: Source, statement: Statement, acts_on_params: bool, suggestions: _Suggestions) -> PolicyError:
+def _selects_nothing(
+    source: Source, statement: Statement, acts_on_params: bool, suggestions: _Suggestions
+) -> PolicyError:
     what = "parameters" if acts_on_params else "modules"
     return source.error(
         PolicyResolveError,

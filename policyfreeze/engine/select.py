@@ -421,4 +421,3 @@ def _regex_scanner(pattern: str, ignore_case: bool):
 def compile_regex(pattern: str, ignore_case: bool):
     """An RE2 regex: linear time, so no policy can make matching hang."""
     return re2.compile(("(?i)" if ignore_case else "") + pattern, regex_options())
-

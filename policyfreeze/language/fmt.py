@@ -157,7 +157,9 @@ class _Layout:
         self.empty_blocks = set()
         for block in blocks:
             first = bisect.bisect_right(comment_offsets, block.span.offset)
-            if not block.statements and not (first < len(comment_offsets) and comment_offsets[first] < block.span.end_offset):
+            if not block.statements and not (
+                first < len(comment_offsets) and comment_offsets[first] < block.span.end_offset
+            ):
                 self.empty_blocks.add(id(block))
             events.append((block.span.offset, self.open_block, (block,)))
             events.append((block.span.end_offset - 1, self.close_block, (block,)))

@@ -11,16 +11,16 @@ import difflib
 import functools
 import gc
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import lark
 import re2
 from lark import Token, Tree
 from pydantic import ValidationError
 
-from ..errors import Location, PolicyError, PolicySyntaxError, PolicyUsageError, PolicyValidationError, shorten
+from ..errors import PolicyError, PolicySyntaxError, PolicyUsageError, PolicyValidationError, shorten
 from .policy import (
     KEYWORDS,
     OPTION_KEYS,
@@ -121,7 +121,7 @@ def split_comments(text: str) -> tuple[str, list[tuple[int, str]]]:
     i, n = 0, len(text)
     while i < n:
         ch = text[i]
-        if ch in "/\"":
+        if ch in '/"':
             i += 1
             while i < n and text[i] not in (ch, "\n"):
                 i += 2 if ch == "/" and text[i] == "\\" and i + 1 < n and text[i + 1] != "\n" else 1
@@ -336,7 +336,7 @@ def _syntax_error(source: Source, text: str, exc: lark.exceptions.UnexpectedInpu
             "the quoted name is never closed",
             offset,
             offset + 1,
-            help='end it with \'"\' on the same line',
+            help="end it with '\"' on the same line",
         )
     if word:
         keywords = [k for name in expected for k in _KEYWORDS_OF.get(name, ())]
@@ -370,7 +370,7 @@ def _syntax_error(source: Source, text: str, exc: lark.exceptions.UnexpectedInpu
 def _class_with_comment_characters(text: str, offset: int) -> bool:
     # Bare globs cannot hold them: '#' starts a comment, '/' a regex, '"' a quoted name.
     close = text.find("]", offset, _line_end(text, offset))
-    return close > offset and any(ch in text[offset:close] for ch in "#/\"")
+    return close > offset and any(ch in text[offset:close] for ch in '#/"')
 
 
 def _eof_error(source: Source, text: str, expected: set[str]) -> PolicyError:
@@ -411,7 +411,7 @@ def _unclosed(text: str) -> tuple[str, int] | None:
     i = 0
     while i < len(text):
         ch = text[i]
-        if ch in "/\"":
+        if ch in '/"':
             close = text.find(ch, i + 1)
             i = len(text) if close < 0 else close + 1
             continue
@@ -691,7 +691,14 @@ class _Builder:
             return None
         parts += [None] * (3 - len(parts))
         return self.validated(
-            Slice, tree, "PF103", start=parts[0], stop=parts[1], step=parts[2], is_index=colons == 0, span=self.span(tree)
+            Slice,
+            tree,
+            "PF103",
+            start=parts[0],
+            stop=parts[1],
+            step=parts[2],
+            is_index=colons == 0,
+            span=self.span(tree),
         )
 
 
@@ -739,4 +746,3 @@ def _option_error(name: str, value: float) -> str | None:
     except ValidationError as exc:
         return str(exc.errors()[0]["ctx"]["error"])
     return None
-

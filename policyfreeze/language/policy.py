@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -18,9 +18,21 @@ from .source import Source
 Verb = Literal["freeze", "unfreeze", "eval", "train"]
 Unit = Literal["epoch", "step"]
 
-KEYWORDS = (
-    "freeze unfreeze eval train all match type children except with at epoch step".split()
-)
+KEYWORDS = [
+    "freeze",
+    "unfreeze",
+    "eval",
+    "train",
+    "all",
+    "match",
+    "type",
+    "children",
+    "except",
+    "with",
+    "at",
+    "epoch",
+    "step",
+]
 OPTION_KEYS = ("lr", "lr_scale", "weight_decay")
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*")
 
@@ -87,8 +99,7 @@ class TypeSelector(Node):
     def _bare_class_name(cls, pattern: str) -> str:
         if "." in pattern:
             raise ValueError(
-                f"type() takes a class name without its module: "
-                f"{pattern.rsplit('.', 1)[-1]!r}, not {pattern!r}"
+                f"type() takes a class name without its module: {pattern.rsplit('.', 1)[-1]!r}, not {pattern!r}"
             )
         if not pattern:
             raise ValueError("type() needs a class name")
@@ -156,16 +167,14 @@ class DifferenceSelector(Node):
 
 
 Selector = Annotated[
-    Union[
-        AllSelector,
-        GlobSelector,
-        RegexSelector,
-        TypeSelector,
-        ChildrenSelector,
-        UnionSelector,
-        IntersectionSelector,
-        DifferenceSelector,
-    ],
+    AllSelector
+    | GlobSelector
+    | RegexSelector
+    | TypeSelector
+    | ChildrenSelector
+    | UnionSelector
+    | IntersectionSelector
+    | DifferenceSelector,
     Field(discriminator="kind"),
 ]
 

@@ -13,8 +13,8 @@ import functools
 from dataclasses import dataclass
 
 from ..engine.resolve import Plan, evaluate
-from ..language.policy import Policy, Statement
 from ..engine.select import select
+from ..language.policy import Policy, Statement
 from ..model.tree import ModelTree
 
 Intervals = list[tuple[int, int]]

@@ -137,7 +137,9 @@ def policy_is_scheduled(analysis: Analysis) -> bool:
     return analysis.policy.unit is not None
 
 
-_NOQA = re.compile(r"#\s*noqa\b(?P<colon>\s*:\s*(?P<codes>[A-Za-z]+[0-9]+(?:\s*,?\s*[A-Za-z]+[0-9]+)*)?)?", re.IGNORECASE)
+_NOQA = re.compile(
+    r"#\s*noqa\b(?P<colon>\s*:\s*(?P<codes>[A-Za-z]+[0-9]+(?:\s*,?\s*[A-Za-z]+[0-9]+)*)?)?", re.IGNORECASE
+)
 
 
 def noqa_lines(comments: Iterable[Comment]) -> dict[int, frozenset[str] | None]:

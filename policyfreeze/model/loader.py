@@ -49,7 +49,9 @@ def _factory(spec: str):
             return torchvision.models.get_model_builder(name)
         except ValueError:
             known = ", ".join(torchvision.models.list_models()[:8])
-            raise PolicyUsageError(f"--model {spec}: torchvision has no model {name!r} (for example: {known}, …)") from None
+            raise PolicyUsageError(
+                f"--model {spec}: torchvision has no model {name!r} (for example: {known}, …)"
+            ) from None
     module = _load_file(Path(target)) if target.endswith(".py") else _import(target, spec)
     factory = getattr(module, name, None)
     if not callable(factory):

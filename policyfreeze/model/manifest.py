@@ -106,7 +106,9 @@ def from_tree(tree: ModelTree, model: str = "") -> Manifest:
             )
         )
     parameters = [
-        ParameterEntry(name=p.name, shape=list(p.shape), dtype=p.dtype, requires_grad=p.requires_grad, aliases=list(p.aliases))
+        ParameterEntry(
+            name=p.name, shape=list(p.shape), dtype=p.dtype, requires_grad=p.requires_grad, aliases=list(p.aliases)
+        )
         for p in tree.params
     ]
     return Manifest(model=model, modules=modules, parameters=parameters)
@@ -211,7 +213,7 @@ def parse(text: str, name: str = "<manifest>") -> Manifest:
         raise PolicyUsageError(f"{name}: not a manifest: {type(exc).__name__}: {str(exc)[:120]}") from None
     if isinstance(data, dict):
         if data.get("format") != MANIFEST_FORMAT:
-            raise PolicyUsageError(f"{name}: not a policyfreeze manifest (no \"format\": \"{MANIFEST_FORMAT}\")")
+            raise PolicyUsageError(f'{name}: not a policyfreeze manifest (no "format": "{MANIFEST_FORMAT}")')
         version = data.get("version")
         if isinstance(version, int) and version > MANIFEST_VERSION:
             raise PolicyUsageError(

@@ -9,15 +9,16 @@ manifest, so linting against a manifest needs no torch at all.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import functools
 import itertools
 import operator
-import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .walk import LiveDetails
+
 
 @dataclass(frozen=True)
 class ParamInfo:
@@ -148,7 +149,14 @@ class ModelTree:
     def params(self) -> list[ParamInfo]:
         """Every parameter tensor by id."""
         return list(
-            map(ParamInfo, self.param_names, self.param_shapes, self.param_dtypes, self.param_requires_grad, self.param_aliases)
+            map(
+                ParamInfo,
+                self.param_names,
+                self.param_shapes,
+                self.param_dtypes,
+                self.param_requires_grad,
+                self.param_aliases,
+            )
         )
 
     @functools.cached_property
@@ -308,5 +316,3 @@ class NameLines:
         lengths = map(len, names if len(text) == len(joined) else map(str.encode, names))
         starts = list(map(operator.add, itertools.accumulate(lengths, initial=0), range(len(names) + 1)))
         return cls(text, starts, joined.count("\n") == len(names) - 1)
-
-

@@ -207,7 +207,9 @@ def _wrapped_attribute(cls: type) -> str | None:
 
 def _check_is_module(model: Any) -> None:
     # What an nn.Module instance has and the walk reads; torch is not imported here.
-    if not isinstance(model, type) and all(isinstance(getattr(model, a, None), dict) for a in ("_parameters", "_modules")):
+    if not isinstance(model, type) and all(
+        isinstance(getattr(model, a, None), dict) for a in ("_parameters", "_modules")
+    ):
         return
     if isinstance(model, type):
         what, advice = f"the class {model.__name__}", f"build the model first: {model.__name__}(...)"
@@ -232,7 +234,9 @@ def _refuse_uninitialized(tensors: list[Any], names: list[str]) -> None:
     )
 
 
-def _number(nodes: list[int], found: list[Any], names: list[str]) -> tuple[list[int] | None, list[Any], list[str], list[tuple[str, ...]]]:
+def _number(
+    nodes: list[int], found: list[Any], names: list[str]
+) -> tuple[list[int] | None, list[Any], list[str], list[tuple[str, ...]]]:
     """Number the objects ``found`` at ``nodes`` in order of first appearance.
 
     Returns the id per slot (None: nothing reachable twice, each slot its own

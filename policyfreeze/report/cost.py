@@ -72,7 +72,12 @@ class CostReport:
         before, after = self.without, self.with_policy
         rows = [
             ["", "without", "with", "saving"],
-            ["FLOPs (forward + backward)", _flops(before.flops), _flops(after.flops), _saving(before.flops, after.flops)],
+            [
+                "FLOPs (forward + backward)",
+                _flops(before.flops),
+                _flops(after.flops),
+                _saving(before.flops, after.flops),
+            ],
             [
                 "parameter gradients",
                 _bytes(before.gradient_bytes),

@@ -10,16 +10,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from .report import Counts
-from .render import md_code, md_decision
 from ..engine.resolve import Decision, Plan
+from .render import md_code, md_decision
+from .report import Counts
 
 DIFF_VERSION = 1
 MAX_MARKDOWN_ROWS = 200
 
 
 @dataclass(frozen=True)
-class StateChange:
+class Difference:
     """One parameter (or module, for pins) whose final state differs between the two plans."""
 
     name: str
@@ -36,9 +36,9 @@ class PlanDiff:
 
     old: Plan
     new: Plan
-    requires_grad: tuple[StateChange, ...]
-    options: tuple[StateChange, ...]
-    pins: tuple[StateChange, ...]
+    requires_grad: tuple[Difference, ...]
+    options: tuple[Difference, ...]
+    pins: tuple[Difference, ...]
 
     @staticmethod
     def counts(plan: Plan) -> Counts:
@@ -54,11 +54,13 @@ def diff_plans(old: Plan, new: Plan) -> PlanDiff:
         name = param.name
         before, after = old.decisions[name], new.decisions[name]
         if old.requires_grad[name] != new.requires_grad[name]:
-            flags.append(StateChange(name, param.numel, old.requires_grad[name], new.requires_grad[name], before, after))
+            flags.append(Difference(name, param.numel, old.requires_grad[name], new.requires_grad[name], before, after))
         elif new.requires_grad[name] and _options(before) != _options(after):
-            options.append(StateChange(name, param.numel, _options(before), _options(after), before, after))
+            options.append(Difference(name, param.numel, _options(before), _options(after), before, after))
     pins = [
-        StateChange(m.name, 0, old.pinned[m.name], new.pinned[m.name], old.pin_decisions[m.name], new.pin_decisions[m.name])
+        Difference(
+            m.name, 0, old.pinned[m.name], new.pinned[m.name], old.pin_decisions[m.name], new.pin_decisions[m.name]
+        )
         for m in old.tree.modules
         if old.pinned[m.name] != new.pinned[m.name]
     ]
@@ -89,9 +91,7 @@ def _summary(diff: PlanDiff) -> tuple[str, str]:
     delta = new.trainable - old.trainable
     count = len(diff.requires_grad)
     head = (
-        f"{count} parameter tensor{'s' if count != 1 else ''} change state"
-        if count
-        else "no parameter changes state"
+        f"{count} parameter tensor{'s' if count != 1 else ''} change state" if count else "no parameter changes state"
     )
     totals = f"trainable parameters: {old.trainable:,} → {new.trainable:,} ({delta:+,}) of {new.total:,}"
     return head, totals
@@ -111,7 +111,15 @@ def format_text(diff: PlanDiff) -> str:
         lines += ["", f"{title} ({len(changes)}):"]
         rows = [["name", "old → new", "numel", "old decided by", "new decided by"]]
         for c in changes:
-            rows.append([c.name or "(root)", f"{show(c.old)} → {show(c.new)}", f"{c.numel:,}" if c.numel else "", _by(c.old_decision), _by(c.new_decision)])
+            rows.append(
+                [
+                    c.name or "(root)",
+                    f"{show(c.old)} → {show(c.new)}",
+                    f"{c.numel:,}" if c.numel else "",
+                    _by(c.old_decision),
+                    _by(c.new_decision),
+                ]
+            )
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         for row in rows:
             cells = [cell.rjust(w) if i == 2 else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))]
@@ -151,7 +159,7 @@ def format_markdown(diff: PlanDiff) -> str:
 def to_json(diff: PlanDiff) -> str:
     old, new = diff.counts(diff.old), diff.counts(diff.new)
 
-    def rows(changes: tuple[StateChange, ...]) -> list[dict]:
+    def rows(changes: tuple[Difference, ...]) -> list[dict]:
         return [
             {
                 "name": c.name,

@@ -10,16 +10,16 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
-from ..errors import PolicyUsageError
 from ..engine.resolve import Plan
-from ..language.policy import Statement
 from ..engine.select import select
+from ..errors import PolicyUsageError
+from ..language.policy import Statement
 
 MAX_LISTED = 5
 
 
 @dataclass(frozen=True)
-class Step:
+class Reached:
     """One statement that reached what is explained: how many it reached and how many it decided."""
 
     statement: Statement
@@ -39,8 +39,8 @@ class Explanation:
     flags: tuple[bool, ...]  # each parameter's final requires_grad
     before: tuple[int, int]  # (trainable, total) tensors as built
     after: tuple[int, int]
-    steps: tuple[Step, ...]
-    pin_steps: tuple[Step, ...] = ()
+    steps: tuple[Reached, ...]
+    pin_steps: tuple[Reached, ...] = ()
     pinned: bool | None = None  # a module's final eval pin
 
 
@@ -52,7 +52,7 @@ def explain(plan: Plan, names: list[str]) -> list[Explanation]:
         for name in (param.name, *param.aliases):
             params_by_name.setdefault(name, index)
     modules_by_name: dict[str, int] = {}
-    for node, (is_param, index) in enumerate(zip(tree.is_param, tree.ids)):
+    for node, is_param in enumerate(tree.is_param):
         if not is_param:
             modules_by_name.setdefault(tree.names[node], node)
     statements = plan.policy.stage(plan.at)
@@ -82,7 +82,7 @@ def explain(plan: Plan, names: list[str]) -> list[Explanation]:
             )
             explanation = _explain_params(plan, name, "module", title, ids, statements, reach)
             pin_steps = tuple(
-                Step(s, 1, int(_is_decider(plan, s, module.name)), order)
+                Reached(s, 1, int(_is_decider(plan, s, module.name)), order)
                 for order, (s, (_, modules)) in enumerate(zip(statements, reach))
                 if module_id in modules and s.verb in ("eval", "train")
             )
@@ -114,7 +114,7 @@ def _explain_params(plan, name, kind, title, ids, statements, reach) -> Explanat
         reached = sum(index in params for index in ids)
         if reached:
             decided = sum(deciders.get(index) == position for index in ids)
-            steps.append(Step(statement, reached, decided, position))
+            steps.append(Reached(statement, reached, decided, position))
     infos = [tree.params[i] for i in ids]
     before = (sum(p.requires_grad for p in infos), len(infos))
     after = (sum(plan.requires_grad[p.name] for p in infos), len(infos))
@@ -153,7 +153,9 @@ def format_explanations(explanations: list[Explanation], source: str) -> str:
             flags = dict(zip(e.params, e.flags))
             minority = "trainable" if trainable <= total - trainable else "frozen"
             listed = [name for name in e.params if flags[name] == (minority == "trainable")]
-            shown = ", ".join(listed[:MAX_LISTED]) + (f", … ({len(listed) - MAX_LISTED} more)" if len(listed) > MAX_LISTED else "")
+            shown = ", ".join(listed[:MAX_LISTED]) + (
+                f", … ({len(listed) - MAX_LISTED} more)" if len(listed) > MAX_LISTED else ""
+            )
             lines.append(f"  {minority}: {shown}")
         if e.pinned is not None:
             lines.append(f"  mode: {'pinned in eval mode' if e.pinned else 'follows train()/eval()'}")
@@ -165,7 +167,7 @@ def format_explanations(explanations: list[Explanation], source: str) -> str:
     return "\n\n".join(blocks)
 
 
-def _step_line(step: Step, e: Explanation, source: str) -> str:
+def _step_line(step: Reached, e: Explanation, source: str) -> str:
     span = step.statement.span
     where = f"{source}:{span.line}:{span.column}"
     if step.statement.verb in ("eval", "train"):

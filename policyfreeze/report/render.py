@@ -14,9 +14,9 @@ from .report import _delta, _shape, _state, model_class
 from .term import paint
 
 if TYPE_CHECKING:
-    from .report import Report
     from ..engine.resolve import Decision
     from ..model.tree import ModelTree
+    from .report import Report
 
 MAX_MARKDOWN_ROWS = 200
 RUN_TO_COLLAPSE = 3
@@ -200,7 +200,9 @@ class _TreeView:
             )
             return total.state, total
         stats = [self.stats(n) for n in group]
-        total = _Stats(*(sum(getattr(s, f) for s in stats) for f in ("tensors", "trainable_tensors", "numel", "trainable_numel")))
+        total = _Stats(
+            *(sum(getattr(s, f) for s in stats) for f in ("tensors", "trainable_tensors", "numel", "trainable_numel"))
+        )
         state = total.state
         if state == "partial" and summarise:
             by_name = self._by_name(group[0])

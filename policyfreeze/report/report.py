@@ -190,7 +190,9 @@ def _shape(shape: tuple[int, ...]) -> str:
 def _table(rows: list[list[str]], right: set[int]) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return [
-        "  ".join(cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))).rstrip()
+        "  ".join(
+            cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))
+        ).rstrip()
         for row in rows
     ]
 
@@ -224,7 +226,11 @@ def format_text(report: Report) -> str:
         rows = [["module", "before → after", "decided by"]]
         for pin in pin_changes:
             rows.append(
-                [pin.name or "(root)", f"{_mode(pin.before)} → {_mode(pin.after)}", str(pin.decision) if pin.decision else "-"]
+                [
+                    pin.name or "(root)",
+                    f"{_mode(pin.before)} → {_mode(pin.after)}",
+                    str(pin.decision) if pin.decision else "-",
+                ]
             )
         lines += ["  " + row for row in _table(rows, right=set())]
     untouched = len(report.untouched)
@@ -234,7 +240,12 @@ def format_text(report: Report) -> str:
     rows = [
         ["", "before", "after", "delta"],
         ["total params", f"{before.total:,}", f"{after.total:,}", ""],
-        ["trainable", f"{before.trainable:,}", f"{after.trainable:,}", _delta(before.trainable, after.trainable, before.total)],
+        [
+            "trainable",
+            f"{before.trainable:,}",
+            f"{after.trainable:,}",
+            _delta(before.trainable, after.trainable, before.total),
+        ],
         ["frozen", f"{before.frozen:,}", f"{after.frozen:,}", _delta(before.frozen, after.frozen, before.total)],
     ]
     lines += [""] + _table(rows, right={1, 2, 3})

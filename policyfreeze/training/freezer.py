@@ -205,7 +205,11 @@ class Freezer:
     # Internals --------------------------------------------------------------
 
     def _resolve(self, at: int) -> Plan:
-        return resolve(self.model, self.policy, **{self.unit: at}) if self.policy.unit else resolve(self.model, self.policy)
+        return (
+            resolve(self.model, self.policy, **{self.unit: at})
+            if self.policy.unit
+            else resolve(self.model, self.policy)
+        )
 
     def _plans_until(self, at: int) -> list[Plan]:
         """The plan of each milestone after the current one up to ``at``, in order (pure)."""
@@ -277,7 +281,9 @@ def _check_state(state: Any) -> None:
     if not isinstance(state, dict) or not keys <= state.keys():
         raise PolicyUsageError("not a Freezer state: pass what Freezer.state_dict() returned")
     if state["version"] != STATE_VERSION:
-        raise PolicyUsageError(f"Freezer state version {state['version']!r} is not supported (this release reads {STATE_VERSION})")
+        raise PolicyUsageError(
+            f"Freezer state version {state['version']!r} is not supported (this release reads {STATE_VERSION})"
+        )
     at = state["at"]
     if isinstance(at, bool) or not isinstance(at, int) or at < 0:
         raise PolicyUsageError(f"not a Freezer state: 'at' is {at!r}")

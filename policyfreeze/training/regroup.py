@@ -67,7 +67,9 @@ def transition(held: set[str], previous: Plan, plan: Plan, lr: float | None, wei
             if key not in new_groups:
                 new_groups[key] = (group_options(key, decision, lr, weight_decay), [])
             new_groups[key][1].append(name)
-    return GroupChange(frozenset(removed) | frozenset(moved), tuple(new_groups.values()), tuple(added), tuple(moved), tuple(removed))
+    return GroupChange(
+        frozenset(removed) | frozenset(moved), tuple(new_groups.values()), tuple(added), tuple(moved), tuple(removed)
+    )
 
 
 def apply_to_optimizer(optimizer: Any, plan: Plan, ops: list[GroupChange]):
@@ -77,7 +79,9 @@ def apply_to_optimizer(optimizer: Any, plan: Plan, ops: list[GroupChange]):
     stays named: new groups name their tensors too.
     """
     tensors = tensors_by_name(plan)
-    before = [{key: list(group[key]) for key in ("params", "param_names") if key in group} for group in optimizer.param_groups]
+    before = [
+        {key: list(group[key]) for key in ("params", "param_names") if key in group} for group in optimizer.param_groups
+    ]
     named = any("param_names" in group for group in optimizer.param_groups)
     dropped_state: dict[Any, Any] = {}
 

@@ -1,0 +1,147 @@
+"""What every command shares: exit codes, argument helpers, reading policies, building models, warnings."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from ..errors import PolicyError, PolicyUsageError
+
+if TYPE_CHECKING:
+    from ..engine.resolve import Plan
+    from ..language.policy import Policy
+    from ..language.source import Source
+
+EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
+STDIN = "-"
+POLICY_SUFFIX = ".freeze"
+MODEL_HELP = "the model: torchvision:NAME, package.module:factory or path/to/file.py:factory"
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        command = self.prog.partition(" ")[2]  # main() already says "policyfreeze: error:"
+        raise PolicyUsageError(f"{command + ': ' if command else ''}{message} (see '{self.prog} --help')")
+
+
+def command(commands, name: str, *, help: str, description: str, examples: Sequence[str]) -> argparse.ArgumentParser:
+    """A subcommand whose --help ends with examples."""
+    epilog = "example" + ("s" if len(examples) > 1 else "") + ":\n" + "\n".join(f"  {e}" for e in examples)
+    return commands.add_parser(
+        name, help=help, description=description, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+
+
+def add_stdin_filename(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--stdin-filename", metavar="NAME", help=f"the name to report for a policy read from stdin ('{STDIN}')"
+    )
+
+
+def add_stage(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--epoch", type=int, metavar="N", help="resolve a scheduled policy at epoch N (default: 0)")
+    group.add_argument("--step", type=int, metavar="N", help="resolve a scheduled policy at step N (default: 0)")
+
+
+def expand(paths: Sequence[str]) -> list[str]:
+    """Files as given; a directory becomes every policy file below it, sorted."""
+    out: list[str] = []
+    for path in paths:
+        if path != STDIN and is_dir(path):
+            found = sorted(str(p) for p in Path(path).rglob(f"*{POLICY_SUFFIX}") if p.is_file())
+            if not found:
+                print(f"policyfreeze: warning: no {POLICY_SUFFIX} files in {path}", file=sys.stderr)
+            out += found
+        else:
+            out.append(path)
+    if out.count(STDIN) > 1:
+        raise PolicyUsageError(f"'{STDIN}' (stdin) can be given once")
+    return out
+
+
+def is_dir(path: str) -> bool:
+    try:
+        return Path(path).is_dir()
+    except (OSError, ValueError):  # a name too long, or holding a NUL: reading it reports why
+        return False
+
+
+def read(path: str, stdin_filename: str | None) -> tuple[Source, bytes]:
+    """The source of a policy file (or stdin) and its raw bytes."""
+    from ..language.source import Source
+
+    if path == STDIN:
+        data = sys.stdin.buffer.read()
+        return Source.from_bytes(data, stdin_filename or "<stdin>"), data
+    source = Source.from_path(path)
+    return source, Path(path).read_bytes()
+
+
+def load_policy(path: str, stdin_filename: str | None) -> Policy:
+    from ..language.parser import parse_source
+
+    return parse_source(read(path, stdin_filename)[0])
+
+
+def build_model(spec: str) -> Any:
+    """The model on the meta device; on the CPU, with a note, when its constructor needs real tensors."""
+    from ..model import loader
+
+    try:
+        return loader.build_model(spec, device="meta")
+    except PolicyUsageError as exc:
+        if exc.__cause__ is None:
+            raise  # the spec itself is wrong: building elsewhere cannot help
+        meta_error = exc.__cause__
+    model = loader.build_model(spec)
+    print(
+        f"policyfreeze: note: {spec} cannot be built on the meta device "
+        f"({type(meta_error).__name__}: {meta_error}); built it on the CPU instead",
+        file=sys.stderr,
+    )
+    return model
+
+
+def resolve(policy: Policy, model: Any, args: argparse.Namespace) -> Plan:
+    """The plan at the stage the arguments name, its warnings printed to stderr."""
+    from ..engine import resolve as resolver
+
+    plan = resolver.resolve(model, policy, epoch=args.epoch, step=args.step)
+    for finding in plan.warnings:
+        print(f"warning: {finding}", file=sys.stderr)
+    return plan
+
+
+def write(path: Path, data: bytes) -> None:
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        raise PolicyUsageError(f"{path}: cannot write: {exc.strerror}") from None
+
+
+def files(count: int) -> str:
+    return f"{count} file" + ("" if count == 1 else "s")
+
+
+def repository_root() -> Path:
+    """The enclosing git work tree of the current directory (SARIF URIs are relative to it), else the directory."""
+    here = Path.cwd()
+    for directory in (here, *here.parents):
+        if (directory / ".git").exists():
+            return directory
+    return here
+
+
+def use_color(stream: TextIO) -> bool:
+    """Colour only on a terminal, never with NO_COLOR set (https://no-color.org) or TERM=dumb."""
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty()) and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+
+
+def print_error(exc: PolicyError) -> None:
+    print(f"policyfreeze: error: {exc}", file=sys.stderr)
