@@ -14,7 +14,14 @@ from .model.walk import refuse_distributed
 from .report.report import Report
 
 
-def apply(model: Any, policy: Policy | str | Path, *, epoch: int | None = None, step: int | None = None) -> Report:
+def apply(
+    model: Any,
+    policy: Policy | str | Path,
+    *,
+    epoch: int | None = None,
+    step: int | None = None,
+    phase: int | None = None,
+) -> Report:
     """Resolve ``policy`` on ``model`` and set every ``requires_grad`` and eval pin it decides.
 
     All-or-nothing: on any error every flag and pin is left as it was. Findings that do
@@ -23,7 +30,7 @@ def apply(model: Any, policy: Policy | str | Path, *, epoch: int | None = None, 
     """
     refuse_distributed(model)
     policy = coerce_policy(policy)
-    plan = resolve(model, policy, epoch=epoch, step=step)
+    plan = resolve(model, policy, epoch=epoch, step=step, phase=phase)
     for finding in plan.warnings:
         warnings.warn(PolicyWarning(str(finding)), stacklevel=2)
     commit(plan)

@@ -122,10 +122,11 @@ slice_text = st.one_of(
         st.one_of(st.none(), st.integers(-3, 3).filter(bool)),
     ),
 )
+index_list = st.one_of(slice_text, st.lists(slice_text, min_size=2, max_size=4).map(", ".join))
 children_atom = st.builds(
     lambda parent, index: f"{parent}children[{index}]",
     st.one_of(st.just(""), glob.map(lambda g: g + ".")),
-    slice_text,
+    index_list,
 )
 
 atom = st.one_of(st.just("all"), glob, glob, regex, type_atom, children_atom)

@@ -269,7 +269,7 @@ def test_schedule_stage_must_match_the_unit():
     assert policyfreeze.resolve(resnet18(), policy, epoch=2).requires_grad["fc.weight"] is True
     with pytest.raises(PolicyError, match="pass epoch="):
         policyfreeze.resolve(resnet18(), policy, step=2)
-    with pytest.raises(PolicyError, match="not both"):
+    with pytest.raises(PolicyError, match="not several"):
         policyfreeze.resolve(resnet18(), policy, epoch=1, step=1)
     with pytest.raises(PolicyError, match="0 or more"):
         policyfreeze.resolve(resnet18(), policy, epoch=-1)

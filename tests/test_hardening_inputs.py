@@ -225,7 +225,7 @@ ROWS = [
         "PF101",
         1,
         17,
-        "unexpected 'a', expected ':', ']' or an integer",
+        "unexpected 'a', expected ',', ':', ']' or an integer",
     ),
     error(
         "children[]",

@@ -132,7 +132,7 @@ class Reference:
             picked = set()
             for parent in parents:
                 locals_ = children_of(self.modules[parent])
-                picked |= {joined(parent, local) for local in _pick(selector.slice, locals_)}
+                picked |= {joined(parent, local) for item in selector.slices for local in _pick(item, locals_)}
             return self.closed(picked)
         raise TypeError(selector)
 

@@ -46,6 +46,7 @@ def add_stage(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--epoch", type=int, metavar="N", help="resolve a scheduled policy at epoch N (default: 0)")
     group.add_argument("--step", type=int, metavar="N", help="resolve a scheduled policy at step N (default: 0)")
+    group.add_argument("--phase", type=int, metavar="N", help="resolve a phased policy at phase N (default: 0)")
 
 
 def expand(paths: Sequence[str]) -> list[str]:
@@ -111,7 +112,7 @@ def resolve(policy: Policy, model: Any, args: argparse.Namespace) -> Plan:
     """The plan at the stage the arguments name, its warnings printed to stderr."""
     from ..engine import resolve as resolver
 
-    plan = resolver.resolve(model, policy, epoch=args.epoch, step=args.step)
+    plan = resolver.resolve(model, policy, epoch=args.epoch, step=args.step, phase=args.phase)
     for finding in plan.warnings:
         print(f"warning: {finding}", file=sys.stderr)
     return plan

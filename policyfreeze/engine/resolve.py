@@ -169,13 +169,14 @@ def _is_file(text: str) -> bool:
         return False
 
 
-def stage_at(policy: Policy, epoch: int | None, step: int | None) -> int:
-    """The epoch/step to resolve, checked against the policy's unit."""
-    if epoch is not None and step is not None:
-        raise PolicyUsageError("give epoch= or step=, not both")
-    unit, at = ("epoch", epoch) if epoch is not None else ("step", step)
-    if at is None:
+def stage_at(policy: Policy, epoch: int | None = None, step: int | None = None, phase: int | None = None) -> int:
+    """The epoch, step or phase to resolve, checked against the policy's unit (0 when none is given)."""
+    given = [(unit, at) for unit, at in (("epoch", epoch), ("step", step), ("phase", phase)) if at is not None]
+    if len(given) > 1:
+        raise PolicyUsageError("give one of epoch=, step= and phase=, not several")
+    if not given:
         return 0
+    [(unit, at)] = given
     if isinstance(at, bool) or not isinstance(at, int) or at < 0:
         raise PolicyUsageError(f"{unit} must be an integer 0 or more, not {at!r}")
     if policy.unit is not None and policy.unit != unit:
@@ -183,14 +184,21 @@ def stage_at(policy: Policy, epoch: int | None, step: int | None) -> int:
     return at
 
 
-def resolve(model: Any, policy: Policy | str | Path, *, epoch: int | None = None, step: int | None = None) -> Plan:
+def resolve(
+    model: Any,
+    policy: Policy | str | Path,
+    *,
+    epoch: int | None = None,
+    step: int | None = None,
+    phase: int | None = None,
+) -> Plan:
     """Decide every parameter's ``requires_grad`` (and module pins) without touching the model.
 
-    ``epoch``/``step`` pick the schedule stage in force (default: 0).
+    ``epoch``/``step``/``phase`` pick the schedule stage in force (default: 0).
     Raises ``PolicyResolveError`` when the policy cannot apply to this model.
     """
     policy = coerce_policy(policy)
-    at = stage_at(policy, epoch, step)
+    at = stage_at(policy, epoch, step, phase)
     live = walk(model)
     plan = evaluate(live.tree, policy, at)
     if plan.errors:

@@ -164,7 +164,7 @@ def _match_children(tree: ModelTree, selector: ChildrenSelector) -> list[int]:
         # Every matching module, even one below another match: each has its own children.
         matched = _glob_matches(tree, selector.parent.pattern, below_matches=True)
         parents = [node for node in matched if not tree.is_param[node]]
-    picked = {child for parent in parents for child in selector.slice.pick(tree.children_of(parent))}
+    picked = {child for parent in parents for child in selector.pick(tree.children_of(parent))}
     return sorted(picked)
 
 

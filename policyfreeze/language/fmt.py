@@ -82,7 +82,7 @@ def selector_text(selector) -> str:
         return f"type({glob_text(selector.pattern)})"
     if isinstance(selector, ChildrenSelector):
         parent = f"{glob_text(selector.parent.pattern)}." if selector.parent else ""
-        return f"{parent}children[{selector.slice}]"
+        return f"{parent}children[{selector.index_text()}]"
     raise TypeError(f"not a selector: {selector!r}")
 
 

@@ -67,7 +67,7 @@ _EXPECTED_NAMES = {
     "INT": "an integer",
     "NUMBER": "a number",
     "OPTION_KEY": "an option name (lr, lr_scale, weight_decay)",
-    "UNIT": "'epoch' or 'step'",
+    "UNIT": "'epoch', 'step' or 'phase'",
     "_NL": "a new line",
     "SEMICOLON": "';'",
     "LPAR": "'('",
@@ -88,7 +88,7 @@ _EXPECTED_NAMES = {
 }
 _KEYWORDS_OF = {
     "VERB": ("freeze", "unfreeze", "eval", "train"),
-    "UNIT": ("epoch", "step"),
+    "UNIT": ("epoch", "step", "phase"),
     "AT": ("at",),
     "EXCEPT": ("except",),
     "WITH": ("with",),
@@ -488,10 +488,17 @@ class _Builder:
     def block(self, tree: Tree) -> Block | None:
         unit, at = tree.children[0], tree.children[1]
         value = self.integer(at, code="PF101", kind=PolicySyntaxError)
-        if value is not None and value < 0:
-            self.fail(f"{unit} must be 0 or more, not {value}", at, code="PF101", kind=PolicySyntaxError)
+        least = 1 if unit == "phase" else 0
+        if value is not None and value < least:
+            self.fail(
+                f"{unit} must be {least} or more, not {value}",
+                at,
+                code="PF101",
+                kind=PolicySyntaxError,
+                help="the statements outside any block are phase 0" if unit == "phase" else None,
+            )
         statements = [self.statement(child, stage=value) for child in tree.children[2:]]
-        if value is None or value < 0 or any(s is None for s in statements):
+        if value is None or value < least or any(s is None for s in statements):
             return None
         return Block(unit=str(unit), at=value, statements=tuple(statements), span=self.span(tree))
 
@@ -626,10 +633,11 @@ class _Builder:
             parent = self.glob(tree.children[0]) if len(tree.children) == 3 else None
             if len(tree.children) == 3 and parent is None:
                 return None
-            slice_ = self.slice(tree.children[-1])
-            if slice_ is None:
+            brackets = tree.children[-1]
+            slices = [self.slice(item, brackets) for item in brackets.children[1:-1] if isinstance(item, Tree)]
+            if any(item is None for item in slices):
                 return None
-            return ChildrenSelector(parent=parent, slice=slice_, span=self.span(tree))
+            return ChildrenSelector(parent=parent, slices=tuple(slices), span=self.span(tree))
         raise AssertionError(f"unhandled parse tree node {kind}")  # grammar and builder disagree
 
     @staticmethod
@@ -675,10 +683,13 @@ class _Builder:
             return None
         return RegexSelector(pattern=body, ignore_case="i" in flags, span=span)
 
-    def slice(self, tree: Tree) -> Slice | None:
+    def slice(self, tree: Tree, brackets: Tree) -> Slice | None:
+        """One item of an index list, located at the brackets when it is alone (or empty)."""
+        alone = sum(isinstance(item, Tree) for item in brackets.children) == 1
+        at = brackets if alone or tree.meta.empty else tree
         parts: list[int | None] = [None]
         colons = 0
-        for child in tree.children[1:-1]:
+        for child in tree.children:
             if child.type == "COLON":
                 colons += 1
                 parts.append(None)
@@ -687,18 +698,18 @@ class _Builder:
                 if parts[-1] is None:
                     return None
         if colons == 0 and parts[0] is None:
-            self.fail("empty slice: write an index or a range like [0:2]", tree, code="PF103")
+            self.fail("empty slice: write an index or a range like [0:2]", at, code="PF103")
             return None
         parts += [None] * (3 - len(parts))
         return self.validated(
             Slice,
-            tree,
+            at,
             "PF103",
             start=parts[0],
             stop=parts[1],
             step=parts[2],
             is_index=colons == 0,
-            span=self.span(tree),
+            span=self.span(at),
         )
 
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from .source import Source
 
 Verb = Literal["freeze", "unfreeze", "eval", "train"]
-Unit = Literal["epoch", "step"]
+Unit = Literal["epoch", "step", "phase"]
 
 KEYWORDS = [
     "freeze",
@@ -137,12 +137,26 @@ class Slice(Node):
 
 
 class ChildrenSelector(Node):
-    """``children[SLICE]`` of the root, or ``GLOB.children[SLICE]`` of each matched module."""
+    """``children[...]`` of the root, or ``GLOB.children[...]`` of each matched module.
+
+    The brackets hold an index list: one or more indices and slices, whose picks are united.
+    """
 
     kind: Literal["children"] = "children"
     parent: GlobSelector | None = None
-    slice: Slice
+    slices: tuple[Slice, ...] = Field(min_length=1)
     span: Span
+
+    def pick(self, items: list) -> list:
+        """The items any of the slices selects, in their order in ``items``, each once."""
+        if len(self.slices) == 1:
+            return self.slices[0].pick(items)
+        chosen = {index for item in self.slices for index in item.pick(range(len(items)))}
+        return [items[index] for index in sorted(chosen)]
+
+    def index_text(self) -> str:
+        """What stands between the brackets: ``0, 10, -2:``."""
+        return ", ".join(map(str, self.slices))
 
 
 class UnionSelector(Node):
@@ -247,7 +261,7 @@ class Statement(Node):
 
 
 class Block(Node):
-    """``at epoch N { … }`` / ``at step N { … }``: statements that join the policy at N."""
+    """``at epoch N { … }``, ``at step N { … }``, ``at phase N { … }``: statements that join the policy at N."""
 
     unit: Unit
     at: int = Field(ge=0)
@@ -266,7 +280,7 @@ class Policy(Node):
 
     @property
     def unit(self) -> Unit | None:
-        """``epoch`` or ``step`` for a scheduled policy, else None."""
+        """``epoch``, ``step`` or ``phase`` for a scheduled policy, else None."""
         return self.blocks[0].unit if self.blocks else None
 
     @property
@@ -275,7 +289,7 @@ class Policy(Node):
         return tuple(sorted({block.at for block in self.blocks}))
 
     def stage(self, at: int = 0) -> tuple[Statement, ...]:
-        """The statements in force at epoch/step ``at``: the base, then blocks with N ≤ at."""
+        """The statements in force at epoch/step/phase ``at``: the base, then blocks with N ≤ at."""
         due = sorted((b for b in self.blocks if b.at <= at), key=lambda b: b.at)
         return self.statements + tuple(s for block in due for s in block.statements)
 
