@@ -297,3 +297,32 @@ def test_json_report_lists_pin_changes():
 def test_load_wants_a_path(path):
     with pytest.raises(policyfreeze.PolicyUsageError, match="a policy file is a path"):
         policyfreeze.load(path)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "freeze all; unfreeze fc\nat epoch 2 { unfreeze layer4 with lr_scale=0.1 }\nat epoch 2 { freeze layer4.1 }\n"
+        "at epoch 5 { unfreeze layer3; eval type(BatchNorm2d) }\nat epoch 7 { train layer3; freeze fc }",
+        "eval all\nat phase 1 { train layer1, layer2; unfreeze nothing_here }\nat phase 3 { freeze match /bn/ }",
+    ],
+)
+def test_advancing_a_plan_stage_by_stage_equals_resolving_each_stage(text):
+    from policyfreeze.engine.resolve import advance, evaluate
+    from policyfreeze.model.tree import ModelTree
+    from policyfreeze.report.report import Report
+
+    policy = policyfreeze.parse(text)
+    tree = ModelTree.from_module(torchvision.models.resnet18())
+    plan = evaluate(tree, policy, 0)
+    for at in policy.milestones:
+        full, stepped = evaluate(tree, policy, at), advance(plan, at)
+        for column in ("param_flags", "param_deciders", "module_pins", "module_deciders", "statement_decisions"):
+            assert getattr(stepped, column) == getattr(full, column), (at, column)
+        # What the step reports is the change from the stage before, not from the model as built.
+        assert [c.name for c in Report(stepped, applied=False).changes] == [
+            name for name, old, new in zip(tree.param_names, plan.param_flags, full.param_flags) if old != new
+        ]
+        new_warnings = {w.line for w in full.warnings} - {w.line for w in plan.warnings}
+        assert {w.line for w in stepped.warnings} == new_warnings
+        plan = stepped

@@ -78,6 +78,9 @@ class Plan:
     #: per module id: the final eval pin, and the deciding statement's number (-1: none)
     module_pins: list[bool]
     module_deciders: list[int]
+    #: the state resolution started from: per parameter id requires_grad, per module id the eval pin
+    start_flags: list[bool]
+    start_pins: list[bool]
     warnings: tuple[PolicyError, ...] = ()
     errors: tuple[PolicyError, ...] = ()
     #: the model the plan was resolved on, with its tensors and modules by id; None for a tree (a manifest)
@@ -121,12 +124,12 @@ class Plan:
     @property
     def before(self) -> dict[str, bool]:
         """Each parameter's ``requires_grad`` when the plan was made."""
-        return dict(zip(self.tree.param_names, self.tree.param_requires_grad))
+        return dict(zip(self.tree.param_names, self.start_flags))
 
     @property
     def changed(self) -> list[str]:
         """Names whose ``requires_grad`` the plan changes, in parameter order."""
-        columns = zip(self.tree.param_names, self.tree.param_requires_grad, self.param_flags)
+        columns = zip(self.tree.param_names, self.start_flags, self.param_flags)
         return [name for name, before, after in columns if before != after]
 
     @property
@@ -208,49 +211,94 @@ def resolve(
 
 def evaluate(tree: ModelTree, policy: Policy, at: int = 0) -> Plan:
     """The plan for ``tree``; problems are returned in ``errors``/``warnings``, not raised."""
-    statements = policy.stage(at)
-    # Deciders are numbers of statements; -1: no statement reached it.
-    param_deciders = [-1] * len(tree.param_names)
-    module_deciders = [-1] * len(tree.module_names)
-    warnings: list[PolicyError] = []
-    suggestions = _Suggestions(tree)
-    for number, statement in enumerate(statements):
-        nodes = select(tree, statement.selector)
-        acts_on_params = statement.verb in ("freeze", "unfreeze")
-        reached = tree.param_ids_in(nodes) if acts_on_params else tree.module_ids_in(nodes)
-        deciders = param_deciders if acts_on_params else module_deciders
-        for reached_id in reached:
-            deciders[reached_id] = number
-        if not reached:
-            warnings.append(_selects_nothing(policy.source, statement, acts_on_params, suggestions))
-    # The flag each statement sets: unfreeze → trainable, eval → pinned.
-    sets = [statement.verb in ("unfreeze", "eval") for statement in statements]
-    return Plan(
+    start = Plan(
         policy,
         tree,
         at,
-        tuple(Decision.of(statement, policy.source) for statement in statements),
-        _final(tree.param_requires_grad, param_deciders, sets),
-        param_deciders,
-        _final(tree.module_pinned, module_deciders, sets),
-        module_deciders,
-        tuple(warnings),
-        tuple(_unfrozen_non_float(tree, policy.source, statements, param_deciders)),
+        (),
+        list(tree.param_requires_grad),
+        [-1] * len(tree.param_names),
+        list(tree.module_pinned),
+        [-1] * len(tree.module_names),
+        tree.param_requires_grad,
+        tree.module_pinned,
+    )
+    return _extend(start, at, policy.stage(at))
+
+
+def advance(plan: Plan, at: int) -> Plan:
+    """The plan at the later stage ``at``, evaluating only the statements that stage adds.
+
+    A later stage's statements are an earlier stage's followed by the blocks in
+    between, so each statement is selected once however many stages are
+    resolved. The new plan starts from ``plan``'s final state: what it changes
+    is what the stage changes. Its warnings and errors are the new statements'.
+    """
+    if at < plan.at:
+        raise PolicyUsageError(f"stage {at} is before the plan's stage {plan.at}")
+    statements = plan.policy.stage(at)
+    known = len(plan.statement_decisions)
+    start = dataclasses.replace(
+        plan,
+        at=at,
+        param_flags=list(plan.param_flags),
+        param_deciders=list(plan.param_deciders),
+        module_pins=list(plan.module_pins),
+        module_deciders=list(plan.module_deciders),
+        start_flags=plan.param_flags,
+        start_pins=plan.module_pins,
+        warnings=(),
+        errors=(),
+    )
+    return _extend(start, at, statements[known:])
+
+
+def _extend(plan: Plan, at: int, statements: tuple[Statement, ...]) -> Plan:
+    """``plan`` (whose lists it takes over) with ``statements`` applied after its own, numbered on."""
+    tree, source = plan.tree, plan.policy.source
+    first = len(plan.statement_decisions)
+    warnings: list[PolicyError] = []
+    suggestions = _Suggestions(tree)
+    unfrozen: list[int] = []  # parameters a new unfreeze reached: the only candidates for PF207
+    for number, statement in enumerate(statements, start=first):
+        nodes = select(tree, statement.selector)
+        acts_on_params = statement.verb in ("freeze", "unfreeze")
+        reached = tree.param_ids_in(nodes) if acts_on_params else tree.module_ids_in(nodes)
+        deciders, flags = (
+            (plan.param_deciders, plan.param_flags) if acts_on_params else (plan.module_deciders, plan.module_pins)
+        )
+        # The flag each statement sets: unfreeze → trainable, eval → pinned.
+        sets = statement.verb in ("unfreeze", "eval")
+        for reached_id in reached:
+            deciders[reached_id] = number
+            flags[reached_id] = sets
+        if statement.verb == "unfreeze":
+            unfrozen.extend(reached)
+        if not reached:
+            warnings.append(_selects_nothing(source, statement, acts_on_params, suggestions))
+    decisions = plan.statement_decisions + tuple(Decision.of(statement, source) for statement in statements)
+    every = plan.policy.stage(at)
+    return dataclasses.replace(
+        plan,
+        statement_decisions=decisions,
+        warnings=tuple(warnings),
+        errors=tuple(_unfrozen_non_float(tree, source, every, plan.param_deciders, first, unfrozen)),
     )
 
 
-def _final(initial: list[bool], deciders: list[int], sets: list[bool]) -> list[bool]:
-    if max(deciders, default=-1) < 0:  # no statement reached any: a copy is enough
-        return list(initial)
-    return [flag if decider < 0 else sets[decider] for flag, decider in zip(initial, deciders)]
-
-
 def _unfrozen_non_float(
-    tree: ModelTree, source: Source, statements: list[Statement], param_deciders: list[int]
+    tree: ModelTree,
+    source: Source,
+    statements: tuple[Statement, ...],
+    param_deciders: list[int],
+    first: int,
+    reached: list[int],
 ) -> Iterator[PolicyError]:
-    """PF207 for each parameter an ``unfreeze`` decided whose dtype cannot require gradients."""
-    unfreezes = [statement.verb == "unfreeze" for statement in statements] + [False]  # the last serves -1
-    unfrozen = list(itertools.compress(range(len(param_deciders)), map(unfreezes.__getitem__, param_deciders)))
+    """PF207 for each parameter in ``reached`` that an ``unfreeze`` numbered ``first`` or later
+    decided, whose dtype cannot require gradients."""
+    unfrozen = sorted(
+        {i for i in reached if param_deciders[i] >= first and statements[param_deciders[i]].verb == "unfreeze"}
+    )
     for param_id, dtype in zip(unfrozen, tree.details.param_dtypes_of(unfrozen)):
         if not can_require_grad(dtype):
             statement = statements[param_deciders[param_id]]

@@ -116,7 +116,7 @@ def _explain_params(plan, name, kind, title, ids, statements, reach) -> Explanat
             decided = sum(deciders.get(index) == position for index in ids)
             steps.append(Reached(statement, reached, decided, position))
     infos = [tree.params[i] for i in ids]
-    before = (sum(p.requires_grad for p in infos), len(infos))
+    before = (sum(plan.start_flags[i] for i in ids), len(infos))
     after = (sum(plan.requires_grad[p.name] for p in infos), len(infos))
     names = tuple(p.name for p in infos)
     flags = tuple(plan.requires_grad[p.name] for p in infos)

@@ -67,9 +67,11 @@ class Report:
     def changes(self) -> list[Change]:
         plan = self.plan
         return [
-            Change(p.name, p.shape, p.numel, p.requires_grad, plan.requires_grad[p.name], plan.decisions[p.name])
-            for p in plan.tree.params
-            if plan.requires_grad[p.name] != p.requires_grad
+            Change(p.name, p.shape, p.numel, before, after, decision)
+            for p, before, after, decision in zip(
+                plan.tree.params, plan.start_flags, plan.param_flags, plan.decisions.values()
+            )
+            if before != after
         ]
 
     @property
@@ -77,9 +79,11 @@ class Report:
         """Modules whose eval pin the plan adds or removes, in ``named_modules()`` order."""
         plan = self.plan
         return [
-            PinChange(m.name, m.pinned, plan.pinned[m.name], plan.pin_decisions[m.name])
-            for m in plan.tree.modules
-            if plan.pinned[m.name] != m.pinned
+            PinChange(m.name, before, after, decision)
+            for m, before, after, decision in zip(
+                plan.tree.modules, plan.start_pins, plan.module_pins, plan.pin_decisions.values()
+            )
+            if before != after
         ]
 
     def param_groups(self, *, lr: float | None = None, weight_decay: float | None = None) -> list[dict]:
@@ -98,7 +102,8 @@ class Report:
     @property
     def before(self) -> Counts:
         params = self.plan.tree.params
-        return Counts(sum(p.numel for p in params), sum(p.numel for p in params if p.requires_grad))
+        flags = self.plan.start_flags
+        return Counts(sum(p.numel for p in params), sum(p.numel for p, flag in zip(params, flags) if flag))
 
     @property
     def after(self) -> Counts:
@@ -121,11 +126,11 @@ class Report:
                     "shape": list(p.shape),
                     "numel": p.numel,
                     "dtype": p.dtype,
-                    "before": p.requires_grad,
+                    "before": before,
                     "after": plan.requires_grad[p.name],
                     "decided_by": _decision_dict(plan.decisions[p.name]),
                 }
-                for p in plan.tree.params
+                for p, before in zip(plan.tree.params, plan.start_flags)
             ],
             "pin_changes": [
                 {
