@@ -11,7 +11,8 @@ from policy_strategies import any_policy_text, policies
 
 from policyfreeze.errors import PolicyError
 from policyfreeze.language.fmt import fmt, glob_text, structure
-from policyfreeze.language.parser import parse, split_comments
+from policyfreeze.language.grammar import split_comments
+from policyfreeze.language.parser import parse
 
 ROOT = Path(__file__).parent.parent
 

@@ -13,7 +13,7 @@ import torchvision
 from hypothesis import HealthCheck, given, settings
 from policy_strategies import policies
 
-from policyfreeze.language.parser import Comment
+from policyfreeze.language.grammar import Comment
 from policyfreeze.language.source import Source
 from policyfreeze.lint import RULES, filter_codes, lint
 from policyfreeze.lint.checks import CHECKS

@@ -27,9 +27,9 @@ def test_installed_wheel_parses_a_policy_outside_the_checkout(tmp_path):
     (elsewhere / "probe.freeze").write_text("freeze all; unfreeze *.fc.*\n")
     script = (
         "import policyfreeze, pathlib, sys\n"
-        "from policyfreeze.language import parser\n"
+        "from policyfreeze.language import grammar\n"
         "assert pathlib.Path(policyfreeze.__file__).is_relative_to(sys.argv[1]), policyfreeze.__file__\n"
-        "assert parser._GRAMMAR_LOCATIONS[0].is_file()\n"
+        "assert grammar.GRAMMAR_LOCATIONS[0].is_file()\n"
         "policy = policyfreeze.load('probe.freeze')\n"
         "print(len(policy.statements))\n"
     )

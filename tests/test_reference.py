@@ -38,13 +38,11 @@ from policyfreeze.engine.select import (
     _name_matches,
     _name_matches_one_by_one,
     _regex_scanner,
-    compile_regex,
     glob_regex,
     matches,
 )
-from policyfreeze.language.parser import regex_problem
+from policyfreeze.language import regex
 from policyfreeze.language.policy import (
-    KEYWORDS,
     AllSelector,
     ChildrenSelector,
     DifferenceSelector,
@@ -54,6 +52,7 @@ from policyfreeze.language.policy import (
     TypeSelector,
     UnionSelector,
 )
+from policyfreeze.language.vocabulary import KEYWORDS
 from policyfreeze.model.pins import is_pinned, pin
 from policyfreeze.model.tree import ModelTree
 
@@ -509,9 +508,9 @@ def test_a_glob_scan_finds_what_testing_each_name_finds(tree, pattern, below_mat
 @settings(max_examples=400, deadline=None)
 @given(trees, regex_patterns, st.booleans())
 def test_a_regex_scan_finds_what_testing_each_name_finds(tree, pattern, ignore_case):
-    if regex_problem(pattern):
+    if regex.problem(pattern):
         return  # the parser rejects it before selection
-    search = compile_regex(pattern, ignore_case).search
+    search = regex.compile(pattern, ignore_case).search
     scanner = _regex_scanner(pattern, ignore_case)
     scanned = _name_matches(tree.names, tree.name_lines, scanner, search, tree.ends)
     assert scanned == _name_matches_one_by_one(tree.names, search, tree.ends)

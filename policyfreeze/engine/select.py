@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import re2
 
-from ..language.parser import regex_options
+from ..language import regex
 from ..language.policy import (
     AllSelector,
     ChildrenSelector,
@@ -61,7 +61,7 @@ def matches(tree: ModelTree, selector) -> list[int]:
         return _glob_matches(tree, selector.pattern, below_matches=False)
     if isinstance(selector, RegexSelector):
         scanner = _regex_scanner(selector.pattern, selector.ignore_case)
-        search = compile_regex(selector.pattern, selector.ignore_case).search
+        search = regex.compile(selector.pattern, selector.ignore_case).search
         return _name_matches(tree.names, tree.name_lines, scanner, search, tree.ends)
     if isinstance(selector, TypeSelector):
         return _match_types(tree, selector.pattern)
@@ -352,7 +352,7 @@ def _glob_scanner(pattern: str):
         elif not parts or parts[-1] != _SCAN_ANY_SEGMENTS:
             parts.append(_SCAN_ANY_SEGMENTS)
     try:
-        return re2.compile("(?m)^" + "".join(parts) + "$", regex_options())
+        return re2.compile("(?m)^" + "".join(parts) + "$", regex.options())
     except re2.error:
         return None
 
@@ -412,12 +412,6 @@ def _regex_scanner(pattern: str, ignore_case: bool):
         return None
     flags = "(?m)(?i)" if ignore_case else "(?m)"
     try:
-        return re2.compile(flags + "(?:" + pattern + r")[^\n]*", regex_options())
+        return re2.compile(flags + "(?:" + pattern + r")[^\n]*", regex.options())
     except re2.error:
         return None
-
-
-@functools.lru_cache(maxsize=1024)
-def compile_regex(pattern: str, ignore_case: bool):
-    """An RE2 regex: linear time, so no policy can make matching hang."""
-    return re2.compile(("(?i)" if ignore_case else "") + pattern, regex_options())

@@ -24,7 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import PolicyError
-from .parser import Comment, parse, parse_with_comments, split_comments
+from .grammar import Comment, split_comments
+from .parser import parse, parse_with_comments
 from .policy import (
     AllSelector,
     Block,

@@ -1,40 +1,54 @@
 """The validated policy: pydantic models that carry source positions.
 
-Parsing (``parser.py``) builds these; every later stage reads them. Field
-validators hold the language's rules (spec §3–§5); ``parser.py`` maps their
-failures back to source positions.
+This is the one home of the language's rules about meaning: option values and
+where options may stand, slices, schedule units and their numbers, names that
+collide with keywords, regexes RE2 must compile. Each rule raises
+``invalid(code, message, help)``; ``parser.py`` validates the parse tree's
+plain data in one ``Policy.model_validate`` and maps every failure back to
+its position in the source.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
-from typing import Annotated, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from ..errors import shorten
+from . import regex
 from .source import Source
+from .vocabulary import FIRST_STAGE, KEYWORDS, OPTION_KEYS, REGEX_FLAGS
 
 Verb = Literal["freeze", "unfreeze", "eval", "train"]
 Unit = Literal["epoch", "step", "phase"]
 
-KEYWORDS = [
-    "freeze",
-    "unfreeze",
-    "eval",
-    "train",
-    "all",
-    "match",
-    "type",
-    "children",
-    "except",
-    "with",
-    "at",
-    "epoch",
-    "step",
-]
-OPTION_KEYS = ("lr", "lr_scale", "weight_decay")
+#: Slice bounds and ``at`` N are Python ints, but not so long that printing one fails.
+MAX_INT_DIGITS = 100
+#: The context key that carries a rule's help line through pydantic.
+HELP = "policyfreeze_help"
+
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def invalid(code: str, message: str, help: str | None = None) -> PydanticCustomError:
+    """A rule's failure: the finding code is the error type, the help rides in the context."""
+    # pydantic fills only ``{key}`` of keys in the context: a brace in user text stays as written.
+    return PydanticCustomError(code, message, {HELP: help})
 
 
 def quote_name(name: str) -> str:
@@ -42,8 +56,35 @@ def quote_name(name: str) -> str:
     return name if _PLAIN_NAME.fullmatch(name) and name not in KEYWORDS else f'"{name}"'
 
 
+def suggestion(word: str, candidates: tuple[str, ...] | list[str]) -> str | None:
+    """``did you mean 'X'?`` for the closest candidate, if one is close."""
+    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else None
+
+
+def _bounded_integer(code: str) -> Callable[[Any], Any]:
+    """An integer written in the policy: at most MAX_INT_DIGITS digits (sign and leading zeros aside)."""
+
+    def parse(value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        sign = value[0] if value[:1] in ("+", "-") else ""
+        digits = value.removeprefix(sign).lstrip("0") or "0"
+        if len(digits) > MAX_INT_DIGITS:
+            raise invalid(code, f"integer {shorten(value)} is too long: at most {MAX_INT_DIGITS} digits")
+        return int(sign + digits)
+
+    return parse
+
+
+SliceBound = Annotated[int | None, BeforeValidator(_bounded_integer("PF103"))]
+StageNumber = Annotated[int, BeforeValidator(_bounded_integer("PF101"))]
+
+
 class Node(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # The parse data carries each field's own place as ``<field>_span`` beside it (errors
+    # point there); validation ignores those keys.
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
 
 class Span(Node):
@@ -55,6 +96,26 @@ class Span(Node):
     column: int
 
 
+def _name_problem(pattern: str, quoted: bool) -> PydanticCustomError | None:
+    """What is wrong with a name or glob as written, if anything."""
+    if not pattern:
+        return invalid("PF101", "an empty glob matches nothing")
+    control = _CONTROL.search(pattern)
+    if control is not None:
+        return invalid(
+            "PF101",
+            f"a name cannot hold the control character U+{ord(control.group()):04X}",
+            "module and parameter names are printable text; remove the character",
+        )
+    if not quoted and pattern in KEYWORDS:
+        return invalid(
+            "PF101",
+            f"'{pattern}' is a keyword, not a name",
+            f'to name a module called {pattern}, quote it: "{pattern}"',
+        )
+    return None
+
+
 class AllSelector(Node):
     kind: Literal["all"] = "all"
     span: Span
@@ -64,17 +125,18 @@ class GlobSelector(Node):
     """A dotted-name glob: ``*``/``**`` segments span zero or more whole segments."""
 
     kind: Literal["glob"] = "glob"
-    pattern: str
     quoted: bool = False
+    pattern: str
     span: Span
 
     @field_validator("pattern")
     @classmethod
-    def _not_empty(cls, pattern: str) -> str:
-        if not pattern:
-            raise ValueError("an empty glob matches nothing")
+    def _a_name(cls, pattern: str, info: ValidationInfo) -> str:
+        problem = _name_problem(pattern, info.data.get("quoted", False))
+        if problem is not None:
+            raise problem
         if any(segment == "" for segment in pattern.split(".")):
-            raise ValueError(f"glob {pattern!r} has an empty segment (two dots, or a dot at an end)")
+            raise invalid("PF101", f"glob {pattern!r} has an empty segment (two dots, or a dot at an end)")
         return pattern
 
 
@@ -86,47 +148,68 @@ class RegexSelector(Node):
     ignore_case: bool = False
     span: Span
 
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, pattern: str) -> str:
+        problem = regex.problem(pattern)
+        if problem:
+            raise invalid("PF102", f"invalid regular expression: {problem}", regex.HELP)
+        return pattern
+
+    @field_validator("ignore_case", mode="before")
+    @classmethod
+    def _flags(cls, flags: Any) -> Any:
+        if not isinstance(flags, str):
+            return flags
+        unknown = sorted(set(flags) - set(REGEX_FLAGS))
+        if unknown:
+            raise invalid(
+                "PF102", f"unknown regex flag '{unknown[0]}'", "the only flag is 'i' (ignore case): /pattern/i"
+            )
+        return "i" in flags
+
 
 class TypeSelector(Node):
     """``type(CLASSGLOB)``: modules whose class (or a base below nn.Module) matches."""
 
     kind: Literal["type"] = "type"
+    quoted: bool = False
     pattern: str
     span: Span
 
     @field_validator("pattern")
     @classmethod
-    def _bare_class_name(cls, pattern: str) -> str:
+    def _bare_class_name(cls, pattern: str, info: ValidationInfo) -> str:
+        problem = _name_problem(pattern, info.data.get("quoted", False))
+        if problem is not None:
+            raise problem
         if "." in pattern:
-            raise ValueError(
-                f"type() takes a class name without its module: {pattern.rsplit('.', 1)[-1]!r}, not {pattern!r}"
-            )
-        if not pattern:
-            raise ValueError("type() needs a class name")
+            bare = pattern.rsplit(".", 1)[-1]
+            raise invalid("PF101", f"type() takes a class name without its module: {bare!r}, not {pattern!r}")
         return pattern
 
 
 class Slice(Node):
-    start: int | None = None
-    stop: int | None = None
-    step: int | None = None
+    start: SliceBound = None
+    stop: SliceBound = None
+    step: SliceBound = None
     is_index: bool = False
     span: Span
 
-    @field_validator("step")
-    @classmethod
-    def _nonzero_step(cls, step: int | None) -> int | None:
-        if step == 0:
-            raise ValueError("slice step cannot be zero")
-        return step
+    @model_validator(mode="after")
+    def _a_valid_slice(self) -> Slice:
+        if self.step == 0:
+            raise invalid("PF103", "slice step cannot be zero")
+        if self.is_index and self.start is None:
+            raise invalid("PF103", "empty slice: write an index or a range like [0:2]")
+        return self
 
-    def pick(self, items: list) -> list:
+    def pick(self, items: Any) -> Any:
         """The items this slice selects, as Python indexing would (no IndexError)."""
         if self.is_index:
             index = self.start
-            if -len(items) <= index < len(items):
-                return [items[index]]
-            return []
+            assert index is not None  # _a_valid_slice
+            return [items[index]] if -len(items) <= index < len(items) else []
         return items[self.start : self.stop : self.step]
 
     def __str__(self) -> str:
@@ -144,13 +227,13 @@ class ChildrenSelector(Node):
 
     kind: Literal["children"] = "children"
     parent: GlobSelector | None = None
-    slices: tuple[Slice, ...] = Field(min_length=1)
+    slices: tuple[Slice, ...]
     span: Span
 
     def pick(self, items: list) -> list:
         """The items any of the slices selects, in their order in ``items``, each once."""
         if len(self.slices) == 1:
-            return self.slices[0].pick(items)
+            return list(self.slices[0].pick(items))
         chosen = {index for item in self.slices for index in item.pick(range(len(items)))}
         return [items[index] for index in sorted(chosen)]
 
@@ -193,37 +276,95 @@ Selector = Annotated[
 ]
 
 
-def _finite(value: float) -> float:
+def _option_problem(key: str, value: float, written: str) -> PydanticCustomError | None:
+    """The rule for one option's value: finite; lr and lr_scale positive, weight_decay not negative."""
     if not math.isfinite(value):
-        raise ValueError("must be a finite number")
-    return value
+        return invalid("PF104", f"{key} must be a finite number, not {written}")
+    if key == "weight_decay":
+        return None if value >= 0 else invalid("PF104", f"{key} must be zero or a positive number, not {written}")
+    return None if value > 0 else invalid("PF104", f"{key} must be a positive number, not {written}")
+
+
+class OptionEntry(Node):
+    """One ``key=value`` of a ``with`` clause, as written (read into ``Options``)."""
+
+    key: str
+    written: str
+    value: float
+
+    @field_validator("key")
+    @classmethod
+    def _known(cls, key: str) -> str:
+        if key not in OPTION_KEYS:
+            raise invalid(
+                "PF104",
+                f"unknown option '{shorten(key)}'",
+                suggestion(key, OPTION_KEYS) or f"options are {', '.join(OPTION_KEYS)}",
+            )
+        return key
+
+    @field_validator("value")
+    @classmethod
+    def _in_range(cls, value: float, info: ValidationInfo) -> float:
+        if "key" in info.data:
+            problem = _option_problem(info.data["key"], value, info.data["written"])
+            if problem is not None:
+                raise problem
+        return value
 
 
 class Options(Node):
-    """``with`` options of an ``unfreeze``: they shape the optimizer's parameter groups."""
+    """``with`` options of an ``unfreeze``: they shape the optimizer's parameter groups.
+
+    Built from the clause's entries (``{"entries": [...]}``, every problem in
+    them reported at once) or directly from the values.
+    """
 
     lr: float | None = None
     lr_scale: float | None = None
     weight_decay: float | None = None
 
-    @field_validator("lr", "lr_scale")
+    @model_validator(mode="wrap")
     @classmethod
-    def _positive(cls, value: float | None) -> float | None:
-        if value is not None and not (_finite(value) > 0):
-            raise ValueError("must be a positive number")
-        return value
-
-    @field_validator("weight_decay")
-    @classmethod
-    def _non_negative(cls, value: float | None) -> float | None:
-        if value is not None and not (_finite(value) >= 0):
-            raise ValueError("must be zero or a positive number")
-        return value
+    def _from_entries(cls, data: Any, handler: Callable[[Any], Options]) -> Options:
+        if not (isinstance(data, dict) and "entries" in data):
+            return handler(data)
+        problems: list[InitErrorDetails] = []
+        values: dict[str, float] = {}
+        for index, raw in enumerate(data["entries"]):
+            entry = _collecting(problems, ("entries", index), OptionEntry.model_validate, raw)
+            if entry is None:
+                continue
+            if entry.key in values:
+                problems.append(
+                    _problem(("entries", index, "key"), invalid("PF104", f"option '{entry.key}' is given twice"))
+                )
+            values.setdefault(entry.key, entry.value)
+        keys = {raw.get("key") for raw in data["entries"]}
+        if {"lr", "lr_scale"} <= keys:
+            problems.append(
+                _problem(
+                    (),
+                    invalid(
+                        "PF105",
+                        "lr and lr_scale together: give one",
+                        "lr is an absolute learning rate; lr_scale multiplies the optimizer's base lr",
+                    ),
+                )
+            )
+        if problems:
+            raise ValidationError.from_exception_data(cls.__name__, problems)
+        return handler(values)
 
     @model_validator(mode="after")
-    def _lr_or_scale(self) -> Options:
+    def _valid_values(self) -> Options:
+        for key in OPTION_KEYS:
+            value = getattr(self, key)
+            problem = None if value is None else _option_problem(key, value, f"{value:g}")
+            if problem is not None:
+                raise problem
         if self.lr is not None and self.lr_scale is not None:
-            raise ValueError("give lr or lr_scale, not both")
+            raise invalid("PF105", "lr and lr_scale together: give one")
         return self
 
     def __str__(self) -> str:
@@ -238,14 +379,36 @@ class Statement(Node):
     options: Options | None = None
     text: str
     span: Span
+    #: N of the ``at`` block the statement stands in; None for a base statement
     stage: int | None = None
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _options_only_on_unfreeze(cls, data: Any, handler: Callable[[Any], Statement]) -> Statement:
+        problems: list[InitErrorDetails] = []
+        if isinstance(data, dict) and data.get("options") is not None and data.get("verb") != "unfreeze":
+            problems.append(
+                _problem(
+                    ("options",),
+                    invalid(
+                        "PF105",
+                        f"options belong to 'unfreeze' only, not '{data.get('verb')}'",
+                        "move the options to the unfreeze statement that makes these parameters train",
+                    ),
+                )
+            )
+        statement = _collecting(problems, (), handler, data)
+        if problems:
+            raise ValidationError.from_exception_data(cls.__name__, problems)
+        assert statement is not None
+        return statement
 
     def atoms(self) -> list:
         """The atomic selectors of this statement, left to right."""
         out, pending = [], [self.selector]
         while pending:
             node = pending.pop()
-            if isinstance(node, (UnionSelector, IntersectionSelector)):
+            if isinstance(node, UnionSelector | IntersectionSelector):
                 pending.extend(reversed(node.items))
             elif isinstance(node, DifferenceSelector):
                 pending.extend((node.right, node.left))
@@ -253,30 +416,68 @@ class Statement(Node):
                 out.append(node)
         return out
 
-    @model_validator(mode="after")
-    def _options_only_on_unfreeze(self) -> Statement:
-        if self.options is not None and self.verb != "unfreeze":
-            raise ValueError(f"options belong to 'unfreeze' only, not '{self.verb}'")
-        return self
-
 
 class Block(Node):
     """``at epoch N { … }``, ``at step N { … }``, ``at phase N { … }``: statements that join the policy at N."""
 
     unit: Unit
-    at: int = Field(ge=0)
+    at: StageNumber
     statements: tuple[Statement, ...]
     span: Span
+
+    @field_validator("at")
+    @classmethod
+    def _number_in_range(cls, at: int, info: ValidationInfo) -> int:
+        unit = info.data.get("unit", "epoch")
+        least = FIRST_STAGE[unit]
+        if at < least:
+            raise invalid(
+                "PF101",
+                f"{unit} must be {least} or more, not {at}",
+                "the statements outside any block are phase 0" if unit == "phase" else None,
+            )
+        return at
+
+    @model_validator(mode="after")
+    def _stage_on_statements(self) -> Block:
+        # Every statement of the block carries its N.
+        staged = tuple(statement.model_copy(update={"stage": self.at}) for statement in self.statements)
+        return self.model_copy(update={"statements": staged})
 
 
 class Policy(Node):
     """A parsed, validated policy file."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+    model_config = ConfigDict(frozen=True, extra="ignore", arbitrary_types_allowed=True)
 
     source: Source
     statements: tuple[Statement, ...]
     blocks: tuple[Block, ...] = ()
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _one_unit(cls, data: Any, handler: Callable[[Any], Policy]) -> Policy:
+        problems: list[InitErrorDetails] = []
+        blocks = data.get("blocks", ()) if isinstance(data, dict) else ()
+        units = [block.unit if isinstance(block, Block) else block.get("unit") for block in blocks]
+        first = units[0] if units else None
+        other = next((index for index, unit in enumerate(units) if unit != first), None)
+        if other is not None:
+            problems.append(
+                _problem(
+                    ("blocks", other),
+                    invalid(
+                        "PF106",
+                        f"'at {units[other]}' in a file that schedules by {first}",
+                        f"use one unit per file: every block 'at {first} N' or every block 'at {units[other]} N'",
+                    ),
+                )
+            )
+        policy = _collecting(problems, (), handler, data)
+        if problems:
+            raise ValidationError.from_exception_data(cls.__name__, problems)
+        assert policy is not None
+        return policy
 
     @property
     def unit(self) -> Unit | None:
@@ -297,6 +498,30 @@ class Policy(Node):
         """Every statement in file order."""
         ordered = list(self.statements) + [s for b in self.blocks for s in b.statements]
         return tuple(sorted(ordered, key=lambda s: s.span.offset))
+
+
+def _problem(loc: tuple, error: PydanticCustomError) -> InitErrorDetails:
+    return InitErrorDetails(type=error, loc=loc, input=None)
+
+
+def _collecting(problems: list[InitErrorDetails], loc: tuple, validate: Callable[[Any], Any], data: Any) -> Any:
+    """``validate(data)``, or None with its failures added to ``problems`` under ``loc``.
+
+    Rules that look at several parts of a node run beside the validation of
+    the parts, so one pass reports every problem of a policy.
+    """
+    try:
+        return validate(data)
+    except ValidationError as exc:
+        for error in exc.errors():
+            context = error.get("ctx") or {}
+            problems.append(
+                _problem(
+                    (*loc, *error["loc"]),
+                    PydanticCustomError(error["type"], error["msg"], context),
+                )
+            )
+        return None
 
 
 for _model in (UnionSelector, IntersectionSelector, DifferenceSelector, ChildrenSelector):

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..errors import Location, PolicyError
-from ..language.parser import Comment, parse_with_comments
+from ..language.grammar import Comment
+from ..language.parser import parse_with_comments
 from ..language.policy import Policy
 from ..language.source import Source
 from .codes import RULES, Severity

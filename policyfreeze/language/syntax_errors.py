@@ -1,0 +1,264 @@
+"""Syntax errors explained: a Lark failure → one positioned ``PolicySyntaxError`` with help.
+
+The message says what was found and what the grammar accepts there; the help
+line recognises the usual mistakes (a regex without slashes, ``type X``
+without parentheses, ``and`` for ``&``, a ``//`` comment, a misspelt
+keyword, a look-alike non-ASCII letter) and says what to write instead.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+import lark
+
+from ..errors import PolicyError, PolicySyntaxError, shorten
+from .policy import suggestion
+from .source import Source
+from .vocabulary import KEYWORDS, OPTION_KEYS, TERMINAL_NAMES, TERMINAL_WORDS, VERBS
+
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: Words people write for the set operators.
+_OPERATOR_WORDS = {"and": "&", "or": ",", "not": "except", "minus": "except", "but": "except"}
+
+
+def explain(source: Source, text: str, exc: lark.exceptions.UnexpectedInput) -> PolicyError:
+    """The error for a parse of ``text`` (``source`` with comments blanked out) that Lark rejected."""
+    if isinstance(exc, lark.exceptions.UnexpectedEOF) or (
+        isinstance(exc, lark.exceptions.UnexpectedToken) and exc.token.type == "$END"
+    ):
+        return _end_of_file(source, text, _acceptable(exc, set(exc.expected)))
+
+    offset = exc.pos_in_stream or 0
+    if isinstance(exc, lark.exceptions.UnexpectedCharacters):
+        expected = set(exc.allowed or ())
+        char = text[offset]
+        if not char.isprintable():
+            return source.error(
+                PolicySyntaxError,
+                f"unexpected control character U+{ord(char):04X}",
+                offset,
+                offset + 1,
+                help="a policy is plain UTF-8 text; a NUL byte often means a binary or UTF-16 file",
+            )
+        if not char.isascii():
+            return _non_ascii(source, text, offset)
+        start = _word_start(text, offset)
+        word = _word_at(text, start)
+        shown = word or char
+        end = (start if word else offset) + max(1, len(word))
+        if word and start < offset:
+            offset = start  # the lexer took a keyword off the front of a longer word ('epochs')
+    else:
+        expected = set(exc.expected)
+        token = exc.token
+        word = str(token) if _WORD.fullmatch(str(token)) else ""
+        shown = "" if token.type == "_NL" else str(token)
+        end = token.end_pos if token.end_pos is not None else offset + 1
+    expected = _acceptable(exc, expected)
+
+    opener = text[offset : offset + 1]
+    if opener == "/" and "REGEX" in expected:
+        return source.error(
+            PolicySyntaxError,
+            "the regex is never closed",
+            offset,
+            _line_end(text, offset),
+            help="end it with '/' on the same line; write '\\/' for a slash inside it",
+        )
+    if opener == '"' and "QUOTED_GLOB" in expected:
+        return source.error(
+            PolicySyntaxError,
+            "the quoted name is never closed",
+            offset,
+            offset + 1,
+            help="end it with '\"' on the same line",
+        )
+    keywords = [k for name in expected for k in TERMINAL_WORDS.get(name, ())]
+    help_text = None
+    if word and expected & {"VERB", "UNIT"} and word not in KEYWORDS:
+        message = f"unknown word '{shorten(word)}', expected {describe(expected)}"
+        help_text = suggestion(word, keywords)
+    elif word and "OPTION_KEY" in expected:
+        message = f"unknown option '{shorten(word)}'"
+        help_text = suggestion(word, OPTION_KEYS) or f"options are {', '.join(OPTION_KEYS)}"
+    elif word:
+        message = f"unexpected '{shorten(word)}', expected {describe(expected)}"
+    elif not shown:
+        message = f"the line ends too early, expected {describe(expected)}"
+    else:
+        quoted = f"'{shorten(shown)}'" if shown.isprintable() else repr(shorten(shown))
+        message = f"unexpected {quoted}, expected {describe(expected)}"
+    if word and word not in KEYWORDS:
+        help_text = help_text or suggestion(word, keywords)
+    help_text = _hint(source.text, text, offset, word, expected, fallback=help_text)
+    return source.error(PolicySyntaxError, message, offset, end, help=help_text)
+
+
+def _hint(original: str, text: str, offset: int, word: str, expected: set[str], fallback: str | None) -> str | None:
+    """What to write instead, for the mistakes people make, judged from what stands around ``offset``.
+
+    ``fallback`` (a misspelt keyword's suggestion) is the help when no mistake is recognised
+    before the generic hints.
+    """
+    before = text[:offset].rstrip()
+    previous = before.rsplit(None, 1)[-1] if before else ""
+    rest = text[offset : _line_end(text, offset)].strip()
+    after_keyword = previous.rsplit("(", 1)[-1]
+    if after_keyword == "match" and "REGEX" in expected:
+        body = rest.strip('"') if rest.startswith('"') else rest.split()[0] if rest else "REGEX"
+        return f"a regex is written between slashes: match /{body}/"
+    if after_keyword == "type" and "LPAR" in expected and word:
+        name = word or "CLASS"
+        return f"type takes the class name in parentheses: type({name})"
+    if previous.endswith("children") and text[offset : offset + 1] == "(":
+        inside = rest[1:].split(")", 1)[0] if ")" in rest else "0:2"
+        return f"children takes brackets, like a Python slice: children[{inside}]"
+    if original[offset : offset + 2] == "//" or (original[offset : offset + 1] == "/" and rest.startswith("//")):
+        return "a comment starts with '#': # …"
+    if word in _OPERATOR_WORDS and expected & {"AMPERSAND", "COMMA", "EXCEPT"}:
+        operator = _OPERATOR_WORDS[word]
+        meaning = {"&": "an intersection", ",": "a union", "except": "a difference"}[operator]
+        return f"{meaning} is written '{operator}': A {operator} B"
+    if word in VERBS and "SEMICOLON" in expected:
+        return "end the previous statement with ';' or a new line"
+    if word and "EQUAL" not in expected and expected & {"COMMA"} and _in_options(text, offset):
+        return "separate options with ',': with lr=1e-4, weight_decay=0"
+    if fallback is not None:
+        return fallback
+    if word and "AMPERSAND" in expected and word not in KEYWORDS and not _in_options(text, offset):
+        return f"join selectors with ',' (union) or '&' (intersection): {shorten(previous)}, {shorten(word)}"
+    if text[offset : offset + 1] == "-" and previous and _WORD.fullmatch(previous.split(".")[-1] or "_"):
+        name = (previous + rest.split()[0]) if rest else previous
+        return f'a name with other characters is written quoted: "{shorten(name)}"'
+    if previous in ("type", "match", "all") and word == "":
+        return f"'{previous}' is a keyword; to name a module called {previous}, quote it: \"{previous}\""
+    if text[offset : offset + 1] == "/":
+        return "a regular expression is written match /REGEX/"
+    if text[offset : offset + 1] == "[" and _class_with_comment_characters(original, offset):
+        return "a glob whose [class] holds '#' or '/' is written quoted: \"layer[#]\" (no glob holds '\"')"
+    return None
+
+
+def _in_options(text: str, offset: int) -> bool:
+    line_start = text.rfind("\n", 0, offset) + 1
+    statement = text[line_start:offset].rsplit(";", 1)[-1]
+    return re.search(r"\bwith\b", statement) is not None
+
+
+def _non_ascii(source: Source, text: str, offset: int) -> PolicyError:
+    """A letter outside ASCII, often a look-alike (a Cyrillic 'е' in 'frеeze'): name it and its code point."""
+    char = text[offset]
+    start = _word_start(text, offset)
+    end = offset + 1
+    while end < len(text) and (text[end].isalnum() or text[end] == "_"):
+        end += 1
+    word = text[start:end]
+    name = unicodedata.name(char, "unnamed character")
+    look_alike = "".join(_ascii_look_alike(c) for c in word)
+    help_text = suggestion(look_alike, list(KEYWORDS)) if look_alike != word else None
+    return source.error(
+        PolicySyntaxError,
+        f"unexpected character '{char}' (U+{ord(char):04X} {name}) in '{shorten(word)}'",
+        offset,
+        offset + 1,
+        help=help_text or 'keywords and bare names are ASCII; quote a name that holds other characters: "…"',
+    )
+
+
+def _ascii_look_alike(char: str) -> str:
+    """``char`` as the ASCII letter it is drawn like (Cyrillic and Greek look-alikes), else itself."""
+    decomposed = unicodedata.normalize("NFKD", char).encode("ascii", "ignore").decode()
+    if decomposed:
+        return decomposed
+    return _LOOK_ALIKES.get(char, char)
+
+
+_LOOK_ALIKES = dict(zip("аеорсухіјԁԛѕԝАВЕКМНОРСТХΑΒΕΗΙΚΜΝΟΡΤΧΥΖοναι", "aeopcyxijdqswABEKMHOPCTXABEHIKMNOPTXYZovai"))
+
+
+def describe(expected: set[str]) -> str:
+    """The terminals the grammar accepts, as words: ``'&', ',' or ';' or a new line``."""
+    # A newline is always acceptable to the postlexer; only ';' means "a statement may end here".
+    separators = {"SEMICOLON", "_NL"}
+    names = sorted({TERMINAL_NAMES.get(name, name) for name in expected - separators})
+    if "SEMICOLON" in expected:
+        names.append("';' or a new line")
+    if len(names) == 1:
+        return names[0]
+    return ", ".join(names[:-1]) + " or " + names[-1]
+
+
+def _line_end(text: str, offset: int) -> int:
+    end = text.find("\n", offset)
+    return len(text) if end < 0 else end
+
+
+def _word_start(text: str, offset: int) -> int:
+    start = offset
+    while start > 0 and (text[start - 1].isascii() and (text[start - 1].isalnum() or text[start - 1] == "_")):
+        start -= 1
+    return start
+
+
+def _word_at(text: str, offset: int) -> str:
+    end = offset
+    while end < len(text) and text[end].isascii() and (text[end].isalnum() or text[end] == "_"):
+        end += 1
+    return text[offset:end]
+
+
+def _class_with_comment_characters(text: str, offset: int) -> bool:
+    # Bare globs cannot hold them: '#' starts a comment, '/' a regex, '"' a quoted name.
+    close = text.find("]", offset, _line_end(text, offset))
+    return close > offset and any(ch in text[offset:close] for ch in '#/"')
+
+
+def _end_of_file(source: Source, text: str, expected: set[str]) -> PolicyError:
+    opener = _unclosed(text)
+    if opener is not None:
+        char, offset = opener
+        closer = {"(": ")", "[": "]", "{": "}"}[char]
+        return source.error(
+            PolicySyntaxError,
+            f"'{char}' is never closed",
+            offset,
+            offset + 1,
+            help=f"add the matching '{closer}'",
+        )
+    return PolicySyntaxError(
+        f"the file ends too early, expected {describe(set(expected))}",
+        location=source.end_location(),
+    )
+
+
+def _acceptable(exc: lark.exceptions.UnexpectedInput, expected: set[str]) -> set[str]:
+    """The terminals of ``expected`` that can really come next.
+
+    The LALR tables merge states, so Lark's list can name '}' at the top level,
+    ')' outside any parenthesis or ';' inside one; feeding each to a copy of
+    the parser (``accepts``) keeps only those it takes.
+    """
+    parser = getattr(exc, "interactive_parser", None)
+    accepted = expected & parser.accepts() if parser is not None else expected
+    return accepted or expected
+
+
+def _unclosed(text: str) -> tuple[str, int] | None:
+    """The innermost bracket left open at the end of (comment-free) text, if any."""
+    stack: list[tuple[str, int]] = []
+    pairs = {")": "(", "]": "[", "}": "{"}
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch in '/"':
+            close = text.find(ch, i + 1)
+            i = len(text) if close < 0 else close + 1
+            continue
+        if ch in "([{":
+            stack.append((ch, i))
+        elif ch in pairs and stack and stack[-1][0] == pairs[ch]:
+            stack.pop()
+        i += 1
+    return stack[-1] if stack else None
