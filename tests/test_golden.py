@@ -32,6 +32,20 @@ BAD_POLICIES = {
     "unterminated-quote": 'freeze "my-block\n',
     "type-with-module": "freeze type(nn.BatchNorm2d)\n",
     "not-utf8": b"freeze caf\xe9\n",
+    # Help that points the right way for the usual mistakes.
+    "regex-without-slashes": "freeze match layer[12]\n",
+    "regex-quoted": 'freeze match "layer1"\n',
+    "type-without-parentheses": "eval type BatchNorm2d\n",
+    "slash-comment": "freeze all // comment\n",
+    "misspelt-unit": "at epochs 3 { unfreeze fc }\n",
+    "unquoted-dash": "freeze my-block\n",
+    "options-without-comma": "unfreeze fc with lr=1e-3 weight_decay=0\n",
+    "selectors-without-operator": "freeze layer1 layer2\n",
+    "children-with-parentheses": "freeze children(0:2)\n",
+    "and-for-ampersand": "freeze layer1 and type(BatchNorm2d)\n",
+    "homoglyph": "fr\u0435eze all\n",
+    "phase-zero": "freeze all\nat phase 0 { unfreeze fc }\n",
+    "empty-index-list-item": "freeze children[0, , 2]\n",
 }
 
 

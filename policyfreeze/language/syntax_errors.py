@@ -42,16 +42,25 @@ def explain(source: Source, text: str, exc: lark.exceptions.UnexpectedInput) -> 
                 offset + 1,
                 help="a policy is plain UTF-8 text; a NUL byte often means a binary or UTF-16 file",
             )
-        if not char.isascii():
-            return _non_ascii(source, text, offset)
-        start = _word_start(text, offset)
-        word = _word_at(text, start)
-        shown = word or char
-        end = (start if word else offset) + max(1, len(word))
-        if word and start < offset:
-            offset = start  # the lexer took a keyword off the front of a longer word ('epochs')
     else:
         expected = set(exc.expected)
+    cut = _is_word_char(text[offset : offset + 1]) and _word_start(text, offset) < offset
+    if cut:
+        # The lexer cut a word short ('epochs' read as 'epoch' then 's'): report the whole word,
+        # against what the keyword it began with stands for.
+        offset = _word_start(text, offset)
+        prefix = text[offset : _word_end(text, offset)]
+        expected = {
+            name for name, words in TERMINAL_WORDS.items() if any(prefix.startswith(w) for w in words)
+        } or expected
+    word_end = _word_end(text, offset)
+    if word_end < len(text) and not text[word_end].isascii() and text[word_end].isalnum():
+        return _non_ascii(source, text, word_end)
+    if cut or isinstance(exc, lark.exceptions.UnexpectedCharacters):
+        word = text[offset:word_end]
+        shown = word or text[offset]
+        end = offset + max(1, len(word))
+    else:
         token = exc.token
         word = str(token) if _WORD.fullmatch(str(token)) else ""
         shown = "" if token.type == "_NL" else str(token)
@@ -120,24 +129,40 @@ def _hint(original: str, text: str, offset: int, word: str, expected: set[str], 
     if word in _OPERATOR_WORDS and expected & {"AMPERSAND", "COMMA", "EXCEPT"}:
         operator = _OPERATOR_WORDS[word]
         meaning = {"&": "an intersection", ",": "a union", "except": "a difference"}[operator]
-        return f"{meaning} is written '{operator}': A {operator} B"
+        example = "A, B" if operator == "," else f"A {operator} B"
+        return f"{meaning} is written '{operator}': {example}"
     if word in VERBS and "SEMICOLON" in expected:
         return "end the previous statement with ';' or a new line"
     if word and "EQUAL" not in expected and expected & {"COMMA"} and _in_options(text, offset):
         return "separate options with ',': with lr=1e-4, weight_decay=0"
+    glued = _glued_name(text, offset)
+    if glued is not None:
+        return f'a name with other characters is written quoted: "{shorten(glued)}"'
     if fallback is not None:
         return fallback
     if word and "AMPERSAND" in expected and word not in KEYWORDS and not _in_options(text, offset):
         return f"join selectors with ',' (union) or '&' (intersection): {shorten(previous)}, {shorten(word)}"
-    if text[offset : offset + 1] == "-" and previous and _WORD.fullmatch(previous.split(".")[-1] or "_"):
-        name = (previous + rest.split()[0]) if rest else previous
-        return f'a name with other characters is written quoted: "{shorten(name)}"'
     if previous in ("type", "match", "all") and word == "":
         return f"'{previous}' is a keyword; to name a module called {previous}, quote it: \"{previous}\""
     if text[offset : offset + 1] == "/":
         return "a regular expression is written match /REGEX/"
     if text[offset : offset + 1] == "[" and _class_with_comment_characters(original, offset):
         return "a glob whose [class] holds '#' or '/' is written quoted: \"layer[#]\" (no glob holds '\"')"
+    return None
+
+
+def _glued_name(text: str, offset: int) -> str | None:
+    """The whole name when the error sits on a character glued to a bare name (``my-block``)."""
+    end = offset
+    while end < len(text) and not text[end].isspace() and text[end] not in ",&;()[]{}#":
+        end += 1
+    start = offset
+    while start > 0 and not text[start - 1].isspace() and text[start - 1] not in ",&;()[]{}#":
+        start -= 1
+    name = text[start:end]
+    odd = [c for c in name if not (_is_word_char(c) or c in ".*?")]
+    if start < offset and odd and name[0] not in "/'\"" and _WORD.match(name):
+        return name
     return None
 
 
@@ -195,18 +220,22 @@ def _line_end(text: str, offset: int) -> int:
     return len(text) if end < 0 else end
 
 
+def _is_word_char(char: str) -> bool:
+    return len(char) == 1 and char.isascii() and (char.isalnum() or char == "_")
+
+
 def _word_start(text: str, offset: int) -> int:
     start = offset
-    while start > 0 and (text[start - 1].isascii() and (text[start - 1].isalnum() or text[start - 1] == "_")):
+    while start > 0 and _is_word_char(text[start - 1]):
         start -= 1
     return start
 
 
-def _word_at(text: str, offset: int) -> str:
+def _word_end(text: str, offset: int) -> int:
     end = offset
-    while end < len(text) and text[end].isascii() and (text[end].isalnum() or text[end] == "_"):
+    while end < len(text) and _is_word_char(text[end]):
         end += 1
-    return text[offset:end]
+    return end
 
 
 def _class_with_comment_characters(text: str, offset: int) -> bool:
