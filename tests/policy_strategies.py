@@ -22,6 +22,7 @@ from policyfreeze.language.source import Source
 from policyfreeze.language.vocabulary import KEYWORDS
 from policyfreeze.lint.linter import lint
 from policyfreeze.model.tree import ModelTree
+from policyfreeze.model.walk import tree_of
 
 # --- the model every generated policy is resolved against -------------------
 
@@ -33,7 +34,7 @@ def fuzz_tree() -> ModelTree:
     from torch import nn
 
     parts = {name: models.FACTORIES[name]() for name in ("tiny", "tied", "shared", "keywords", "mro", "intparam")}
-    return ModelTree.from_module(nn.ModuleDict(parts))
+    return tree_of(nn.ModuleDict(parts))
 
 
 # Name segments and class names that exist in fuzz_tree(), plus near misses.

@@ -28,7 +28,7 @@ from policyfreeze.lint.linter import lint
 from policyfreeze.lint.output import format_json
 from policyfreeze.report.report import Report
 from policyfreeze.language.source import Source
-from policyfreeze.model.tree import ModelTree
+from policyfreeze.model.walk import tree_of
 
 POLICIES = [
     "freeze all\nunfreeze layer4, fc with lr=1e-3, weight_decay=0\neval type(*Norm*) except layer4",
@@ -42,7 +42,7 @@ with torch.device("meta"):
 small = nn.ModuleDict({name: models.FACTORIES[name]() for name in ("tiny", "tied", "shared", "keywords", "mro")})
 out = []
 for model, policies in ((resnet, POLICIES), (small, [SMALL])):
-    tree = ModelTree.from_module(model)
+    tree = tree_of(model)
     for text in policies:
         for epoch in (0, 1, 2):
             out.append(Report(resolve(model, text, epoch=epoch), applied=False).to_json())

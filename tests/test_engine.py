@@ -309,11 +309,11 @@ def test_load_wants_a_path(path):
 )
 def test_advancing_a_plan_stage_by_stage_equals_resolving_each_stage(text):
     from policyfreeze.engine.resolve import advance, evaluate
-    from policyfreeze.model.tree import ModelTree
+    from policyfreeze.model.walk import tree_of
     from policyfreeze.report.report import Report
 
     policy = policyfreeze.parse(text)
-    tree = ModelTree.from_module(torchvision.models.resnet18())
+    tree = tree_of(torchvision.models.resnet18())
     plan = evaluate(tree, policy, 0)
     for at in policy.milestones:
         full, stepped = evaluate(tree, policy, at), advance(plan, at)

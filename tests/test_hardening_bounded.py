@@ -35,7 +35,7 @@ SCRIPT = textwrap.dedent(
     from policyfreeze import resolve
     from policyfreeze.lint.linter import lint
     from policyfreeze.language.source import Source
-    from policyfreeze.model.tree import ModelTree
+    from policyfreeze.model.walk import tree_of
 
     model = nn.Module()
     model.add_module("a" * 10_000 + "!", nn.Linear(1, 1))  # one 10,001-character name
@@ -43,7 +43,7 @@ SCRIPT = textwrap.dedent(
     for _ in range(1_000):  # names of up to 1,000 segments: 0.0.0. ... .weight
         deep = nn.Sequential(deep)
     model.add_module("deep", deep)
-    tree = ModelTree.from_module(model)
+    tree = tree_of(model)
     assert max(len(name) for name in tree.names) >= 10_000
     for text in sys.argv[1:]:
         plan = resolve(model, text)

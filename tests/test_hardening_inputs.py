@@ -538,7 +538,7 @@ def test_the_deepest_selector_allowed_works_in_every_stage():
     from policyfreeze.language.fmt import fmt, structure
     from policyfreeze.language.source import Source
     from policyfreeze.lint.linter import lint
-    from policyfreeze.model.tree import ModelTree
+    from policyfreeze.model.walk import tree_of
 
     selector = "2"
     for i in range(99):
@@ -546,7 +546,7 @@ def test_the_deepest_selector_allowed_works_in_every_stage():
     text = f"freeze {selector}\n"
     model = tiny()
     assert resolve(model, text).changed == ["2.0.weight", "2.0.bias", "2.1.weight", "2.1.bias"]
-    findings = lint(Source(NAME, text), ModelTree.from_module(model))
+    findings = lint(Source(NAME, text), tree_of(model))
     assert [f.code for f in findings] == ["PF206"]  # 2.1 is a BatchNorm frozen without an eval pin
     assert structure(parse(fmt(text))) == structure(parse(text))
     with pytest.raises(PolicySyntaxError, match="more than 100 deep"):

@@ -19,6 +19,7 @@ from policyfreeze.lint import RULES, filter_codes, lint
 from policyfreeze.lint.checks import CHECKS
 from policyfreeze.lint.linter import Finding, noqa_lines
 from policyfreeze.model.tree import ModelTree
+from policyfreeze.model.walk import tree_of
 
 ROOT = Path(__file__).parent.parent
 
@@ -42,11 +43,11 @@ def trees() -> dict[str, ModelTree]:
     with torch.device("meta"):
         resnet = torchvision.models.resnet18()
     return {
-        "resnet18": ModelTree.from_module(resnet),
-        "tied": ModelTree.from_module(corpus_models.tied()),
-        "quantized": ModelTree.from_module(corpus_models.quantized()),
-        "convnet": ModelTree.from_module(corpus_models.convnet()),
-        "shared": ModelTree.from_module(models.shared()),  # one Linear registered as a and b
+        "resnet18": tree_of(resnet),
+        "tied": tree_of(corpus_models.tied()),
+        "quantized": tree_of(corpus_models.quantized()),
+        "convnet": tree_of(corpus_models.convnet()),
+        "shared": tree_of(models.shared()),  # one Linear registered as a and b
     }
 
 
@@ -250,7 +251,7 @@ def test_lint_without_a_model_does_not_import_torch(argv: list[str]) -> None:
 def test_lint_against_a_manifest_does_not_import_torch(tmp_path: Path) -> None:
     from policyfreeze.model.manifest import from_tree
 
-    with_torch = ModelTree.from_module(torchvision.models.resnet18())
+    with_torch = tree_of(torchvision.models.resnet18())
     manifest = tmp_path / "resnet18.json"
     manifest.write_text(from_tree(with_torch).to_json())
     argv = ["lint", "policies/", "--manifest", str(manifest)]

@@ -16,6 +16,7 @@ from policyfreeze.language.source import Source
 from policyfreeze.lint import lint
 from policyfreeze.model import manifest as manifests
 from policyfreeze.model.tree import ModelTree
+from policyfreeze.model.walk import tree_of
 
 ROOT = Path(__file__).parent.parent
 TORCHVISION = ["resnet18", "mobilenet_v3_small", "vit_b_16", "convnext_tiny", "efficientnet_b0", "swin_t"]
@@ -26,10 +27,10 @@ def trees() -> dict[str, ModelTree]:
     out = {}
     with torch.device("meta"):
         for name in TORCHVISION:
-            out[name] = ModelTree.from_module(torchvision.models.get_model(name, weights=None))
+            out[name] = tree_of(torchvision.models.get_model(name, weights=None))
     for name, factory in models.FACTORIES.items():
         if name != "resnet18":
-            out[name] = ModelTree.from_module(factory())
+            out[name] = tree_of(factory())
     return out
 
 
@@ -120,7 +121,7 @@ def test_cli_lint_with_manifest_prints_what_lint_with_model_prints(
 
 def test_manifest_is_deterministic(trees) -> None:
     with torch.device("meta"):
-        again = ModelTree.from_module(torchvision.models.resnet18())
+        again = tree_of(torchvision.models.resnet18())
     assert manifests.from_tree(again).to_json() == manifests.from_tree(trees["resnet18"]).to_json()
 
 

@@ -14,7 +14,7 @@ import policyfreeze
 from policyfreeze.engine import commit as applier
 from policyfreeze.errors import PolicyError
 from policyfreeze.model import pins
-from policyfreeze.model.tree import ModelTree
+from policyfreeze.model.walk import tree_of
 
 STATS = ("running_mean", "running_var", "num_batches_tracked")
 
@@ -146,7 +146,7 @@ def test_a_subclass_train_override_still_runs():
 def test_resolution_starts_from_the_pins_an_earlier_apply_left():
     model = tiny()
     policyfreeze.apply(model, "eval type(BatchNorm1d)")
-    tree = ModelTree.from_module(model)
+    tree = tree_of(model)
     assert {m.name for m in tree.modules if m.pinned} == {"2.1"}
     plan = policyfreeze.resolve(model, "freeze all")
     assert plan.pinned == {"": False, "0": False, "1": False, "2": False, "2.0": False, "2.1": True, "3": False}

@@ -55,6 +55,7 @@ from policyfreeze.language.policy import (
 from policyfreeze.language.vocabulary import KEYWORDS
 from policyfreeze.model.pins import is_pinned, pin
 from policyfreeze.model.tree import ModelTree
+from policyfreeze.model.walk import tree_of as walked_tree
 
 # --- the reference evaluator --------------------------------------------------
 
@@ -187,7 +188,7 @@ def _pick(slice_, items: list) -> list:
 
 
 def engine(model: nn.Module, policy, at: int) -> dict:
-    plan = evaluate(ModelTree.from_module(model), policy, at)
+    plan = evaluate(walked_tree(model), policy, at)
 
     def where(decision):
         if decision is None:
@@ -455,8 +456,8 @@ def test_the_structural_models_hold_what_the_property_needs():
     assert "embed.weight" in names and "head.weight" in names
     assert len(dict(model.named_parameters())) < len(names)  # tied and shared
     assert "pair.b" in dict(model.named_modules(remove_duplicate=False))
-    assert ModelTree.from_module(model).name_lines.exact
-    assert ModelTree.from_module(model_named("newline-name")).name_lines.exact is False
+    assert walked_tree(model).name_lines.exact
+    assert walked_tree(model_named("newline-name")).name_lines.exact is False
 
 
 # --- the name scan equals testing names one by one ----------------------------------
@@ -471,7 +472,7 @@ def tree_of(paths: list[str]) -> ModelTree:
             if local not in node._modules:
                 node.add_module(local, nn.Module())
             node = node._modules[local]
-    return ModelTree.from_module(root)
+    return walked_tree(root)
 
 
 def paths(newlines: bool):
@@ -532,7 +533,7 @@ def tree_with_locals(locals_by_depth: list[list[str]]) -> ModelTree:
                 child.register_parameter("w", nn.Parameter(torch.zeros(1)))
                 children.append(child)
         parents = children
-    return ModelTree.from_module(root)
+    return walked_tree(root)
 
 
 dotted_locals = st.lists(

@@ -60,12 +60,12 @@ from policyfreeze import PolicyError, apply, parse, resolve
 from policyfreeze.language.fmt import fmt
 from policyfreeze.lint.linter import lint
 from policyfreeze.language.source import Source
-from policyfreeze.model.tree import ModelTree
+from policyfreeze.model.walk import tree_of
 
 hostile = {hostile!r}
 with torch.device("meta"):  # no data is needed, only names and flags
     model = torchvision.models.resnet18(weights=None)
-tree = ModelTree.from_module(model)
+tree = tree_of(model)
 
 def run(text):
     try:

@@ -11,7 +11,7 @@ from torch import nn
 import policyfreeze
 from policyfreeze import PolicyError
 from policyfreeze.engine.resolve import evaluate
-from policyfreeze.model.tree import ModelTree
+from policyfreeze.model.walk import tree_of
 
 
 def resnet18() -> nn.Module:
@@ -151,7 +151,7 @@ def test_a_bad_base_is_a_usage_error(base):
 
 
 def test_a_tree_only_plan_has_no_tensors():
-    plan = evaluate(ModelTree.from_module(tiny()), policyfreeze.parse("freeze 0"))
+    plan = evaluate(tree_of(tiny()), policyfreeze.parse("freeze 0"))
     with pytest.raises(policyfreeze.PolicyUsageError, match="no tensors"):
         plan.param_groups()
 

@@ -127,7 +127,7 @@ def _lint_tree(args: argparse.Namespace) -> ModelTree | None:
 
         return to_tree(load(args.manifest))
     if args.model:
-        from ..model.tree import ModelTree
+        from ..model.walk import tree_of
 
-        return ModelTree.from_module(common.build_model(args.model))
+        return tree_of(common.build_model(args.model))
     return None

@@ -33,12 +33,12 @@ def register(commands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..model.manifest import from_tree, json_schema
-    from ..model.tree import ModelTree
+    from ..model.walk import tree_of
 
     if args.schema:
         text = json_schema()
     else:
-        text = from_tree(ModelTree.from_module(common.build_model(args.model)), model=args.model).to_json()
+        text = from_tree(tree_of(common.build_model(args.model)), model=args.model).to_json()
     if args.output in (None, common.STDIN):
         sys.stdout.write(text)
     else:

@@ -14,7 +14,7 @@ import functools
 import itertools
 import operator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .walk import LiveDetails
@@ -108,13 +108,6 @@ class ModelTree:
     details: StoredDetails | LiveDetails = field(repr=False)
 
     # Building ---------------------------------------------------------------
-
-    @classmethod
-    def from_module(cls, model: Any) -> ModelTree:
-        """Walk a live ``nn.Module`` (no mutation, no tensor data read)."""
-        from .walk import walk
-
-        return walk(model).tree
 
     def __eq__(self, other: object) -> bool:
         """The same nodes and objects with the same details, however each tree was built."""

@@ -72,6 +72,11 @@ def refuse_distributed(model: Any) -> None:
         module = inner
 
 
+def tree_of(model: Any) -> ModelTree:
+    """The tree of a live ``nn.Module`` (no mutation, no tensor data read)."""
+    return walk(model).tree
+
+
 def walk(model: Any) -> LiveModel:
     """Walk a live ``nn.Module`` into its tree, keeping its tensors and modules by id.
 
