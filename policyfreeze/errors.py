@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 MAX_SHOWN_ERRORS = 20
@@ -139,3 +141,35 @@ class PolicyUsageError(PolicyError):
 
 class PolicyWarning(UserWarning):
     """A model-aware finding that does not stop a policy from applying."""
+
+
+#: Optional dependencies and the extra that installs each (``pip install 'policyfreeze[EXTRA]'``).
+EXTRAS = {
+    "torch": "torch",
+    "torchvision": "torch",
+    "transformers": "hf",
+    "accelerate": "hf",
+    "timm": "timm",
+    "peft": "peft",
+    "lightning": "lightning",
+    "pytorch_lightning": "lightning",
+}
+
+
+@contextlib.contextmanager
+def needs_extras(purpose: str) -> Iterator[None]:
+    """Turn a missing optional dependency into a usage error that names the extra to install.
+
+    The core install (lint, fmt) is torch-free; what needs torch or a framework
+    says so instead of failing with ``ModuleNotFoundError``.
+    """
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        package = (exc.name or "").split(".")[0]
+        if package not in EXTRAS:
+            raise
+        raise PolicyUsageError(
+            f"{purpose} needs {package}, which is not installed",
+            help=f"install it with: pip install 'policyfreeze[{EXTRAS[package]}]'",
+        ) from None

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from .. import __version__
-from ..errors import PolicyError, PolicyUsageError
+from ..errors import PolicyError, PolicyUsageError, needs_extras
 from . import common, cost, diff, explain, fmt, lint, manifest, plan
 from .common import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE
 
@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        return args.run(args)
+        with needs_extras(f"policyfreeze {args.command}"):
+            return args.run(args)
     except SystemExit as exc:  # --help and --version
         return exc.code if isinstance(exc.code, int) else EXIT_OK
     except PolicyUsageError as exc:
