@@ -59,7 +59,7 @@ def register(commands) -> None:
         action="extend",
         default=[],
         metavar="CODES",
-        help="do not report these codes or prefixes (PF1xx cannot be ignored)",
+        help="do not report these codes or prefixes (syntax and validation errors cannot be ignored)",
     )
     common.add_stdin_filename(lint)
     lint.set_defaults(run=run)
@@ -72,19 +72,21 @@ def _codes(text: str) -> list[str]:
     for code in codes:
         if not code.startswith("PF") or not any(known.startswith(code) for known in RULES):
             raise argparse.ArgumentTypeError(
-                f"unknown code '{code}': codes are PF101 … PF207; a prefix such as PF2 names a group"
+                f"unknown code '{code}': codes are {min(RULES)} … {max(RULES)}; a prefix such as PF2 names a group"
             )
     return codes
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..lint import filter_codes, lint, output
-    from ..lint.linter import Finding, findings_from_error
+    from ..lint import RULES, filter_codes, lint, output
+    from ..lint.linter import Finding, always_reported, findings_from_error
 
-    unignorable = [code for code in args.ignore if "PF1".startswith(code) or code.startswith("PF1")]
+    unignorable = [
+        prefix for prefix in args.ignore if any(always_reported(code) and code.startswith(prefix) for code in RULES)
+    ]
     if unignorable:
         raise PolicyUsageError(
-            f"--ignore {unignorable[0]}: syntax and validation findings (PF1xx) cannot be ignored: "
+            f"--ignore {unignorable[0]}: syntax and validation errors (PF101–PF106) cannot be ignored: "
             "a policy with one does not load"
         )
     tree = _lint_tree(args)

@@ -83,9 +83,19 @@ RULES: dict[str, Rule] = {
             "PF106",
             "mixed-schedule-units",
             "error",
-            "at epoch and at step in one file",
-            "A schedule counts in one unit: every block of a file is 'at epoch N' or every block is 'at step N'.",
+            "More than one schedule unit in one file",
+            "A schedule counts in one unit: every block of a file is 'at epoch N', every block 'at step N', "
+            "or every block 'at phase N'.",
             "use one unit per file",
+        ),
+        Rule(
+            "PF107",
+            "unknown-noqa-code",
+            "warning",
+            "'# noqa' names a code that does not exist",
+            "A '# noqa: CODE' comment names a code that is no finding code (a typo such as PF026 for "
+            "PF206): it silences nothing, and the finding it was meant for still shows.",
+            "name an existing code (policyfreeze lint --help lists them), or remove the comment",
         ),
         Rule(
             "PF201",

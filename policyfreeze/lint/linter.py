@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from ..errors import Location, PolicyError
 from ..language.grammar import Comment
 from ..language.parser import parse_with_comments
-from ..language.policy import Policy
+from ..language.policy import Policy, suggestion
 from ..language.source import Source
 from .codes import RULES, Severity
 
@@ -64,18 +64,43 @@ def lint(source: Source, tree: ModelTree | None = None) -> Iterator[Finding]:
     """The findings of one policy: PF1xx always, PF2xx when a model tree is given.
 
     ``# noqa: CODE`` (or a bare ``# noqa``) on a line silences the PF2xx
-    findings whose region covers that line. PF1xx cannot be silenced: a policy
-    with one does not load.
+    findings (and PF107) whose region covers that line. PF101–PF106 cannot be
+    silenced: a policy with one does not load.
     """
     try:
         policy, comments = parse_with_comments(source)
     except PolicyError as exc:
         yield from findings_from_error(exc)
         return
-    if tree is None:
-        return
     silenced = noqa_lines(comments)
-    yield from (f for f in model_findings(policy, tree) if not is_silenced(f, silenced))
+    found = list(unknown_noqa_codes(source, comments))
+    if tree is not None:
+        found += model_findings(policy, tree)
+    yield from (f for f in found if not is_silenced(f, silenced))
+
+
+def unknown_noqa_codes(source: Source, comments: Iterable[Comment]) -> Iterator[Finding]:
+    """PF107 for each code a ``# noqa:`` names that is no finding code."""
+    for comment in comments:
+        for match in _NOQA.finditer(comment.text):
+            if not match["codes"]:
+                continue
+            for code in re.finditer(r"[A-Za-z]+[0-9]+", match["codes"]):
+                name = code.group().upper()
+                if name in RULES:
+                    continue
+                offset = comment.offset + match.start("codes") + code.start()
+                location = source.location(offset, offset + len(name))
+                close = suggestion(name, list(RULES))
+                yield Finding(
+                    "PF107",
+                    RULES["PF107"].severity,
+                    f"'# noqa' names {name}, which is no finding code",
+                    location,
+                    location.line,
+                    location.column + len(name),
+                    close or RULES["PF107"].fix,
+                )
 
 
 def findings_from_error(error: PolicyError) -> list[Finding]:
@@ -169,12 +194,17 @@ def is_silenced(finding: Finding, silenced: dict[int, frozenset[str] | None]) ->
 def filter_codes(findings: Iterable[Finding], select: Iterable[str] = (), ignore: Iterable[str] = ()) -> list[Finding]:
     """Keep the findings whose code starts with a ``select`` prefix (all when none) and no ``ignore`` prefix.
 
-    PF1xx findings are always kept: a policy with one does not load.
+    Syntax and validation errors (PF101–PF106) are always kept: a policy with one does not load.
     """
     select, ignore = tuple(select), tuple(ignore)
     return [
         f
         for f in findings
-        if f.code.startswith("PF1")
+        if always_reported(f.code)
         or ((not select or f.code.startswith(select)) and not (ignore and f.code.startswith(ignore)))
     ]
+
+
+def always_reported(code: str) -> bool:
+    """Whether no ``--select``/``--ignore`` can drop a code: the errors that stop a policy from loading."""
+    return code.startswith("PF1") and RULES[code].severity == "error"
