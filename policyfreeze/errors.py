@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 MAX_SHOWN_ERRORS = 20
 
@@ -19,13 +19,26 @@ SNIPPET_WIDTH = 100
 
 @dataclass(frozen=True)
 class Location:
-    """A place in a policy source: 1-based line and column, with the line's text."""
+    """A place in a policy source: 1-based line and column, and the text to show it in.
+
+    ``text`` is the line itself or, with ``line_bounds``, the whole source
+    text (shared, never copied) and where the line lies in it: a thousand
+    errors on one long line hold one copy of it, not a thousand.
+    """
 
     source: str
     line: int
     column: int
-    line_text: str = ""
+    text: str = ""
     end_column: int | None = None
+    line_bounds: tuple[int, int] | None = field(default=None, repr=False)
+
+    @property
+    def line_text(self) -> str:
+        if self.line_bounds is None:
+            return self.text
+        start, end = self.line_bounds
+        return self.text[start:end]
 
     def snippet(self) -> str:
         """The line with a caret under the located span, rustc style.
@@ -34,22 +47,21 @@ class Location:
         """
         gutter = str(self.line)
         pad = " " * len(gutter)
-        line = self.line_text
+        line_start, line_end = self.line_bounds or (0, len(self.text))
+        length = line_end - line_start
         start = 0
-        if len(line) > SNIPPET_WIDTH:
-            start = max(0, min(self.column - 1 - SNIPPET_WIDTH // 3, len(line) - SNIPPET_WIDTH))
+        if length > SNIPPET_WIDTH:
+            start = max(0, min(self.column - 1 - SNIPPET_WIDTH // 3, length - SNIPPET_WIDTH))
+        window = self.text[line_start + start : line_start + min(length, start + SNIPPET_WIDTH)]
         # One visible character per column, so the caret stays aligned.
-        text = "".join(
-            " " if ch == "\t" else ch if ch.isprintable() else "\N{REPLACEMENT CHARACTER}"
-            for ch in line[start : start + SNIPPET_WIDTH]
-        )
+        shown = "".join(" " if ch == "\t" else ch if ch.isprintable() else "\N{REPLACEMENT CHARACTER}" for ch in window)
         lead = "…" if start > 0 else ""
-        tail = "…" if start + SNIPPET_WIDTH < len(line) else ""
+        tail = "…" if start + SNIPPET_WIDTH < length else ""
         column = self.column - start
         width = max(1, (self.end_column or self.column + 1) - self.column)
-        width = min(width, max(1, len(text) - column + 1))
+        width = min(width, max(1, len(shown) - column + 1))
         caret = " " * (column - 1 + len(lead)) + "^" * width
-        return f"{pad} |\n{gutter} | {lead}{text}{tail}\n{pad} | {caret}"
+        return f"{pad} |\n{gutter} | {lead}{shown}{tail}\n{pad} | {caret}"
 
 
 class PolicyError(Exception):
@@ -97,7 +109,7 @@ class PolicyError(Exception):
         else:
             loc = self.location
             parts = [f"{loc.source}:{loc.line}:{loc.column}: {head}"]
-            if loc.line_text:
+            if loc.text:
                 parts.append(loc.snippet())
         if self.help:
             parts.append(f"  = help: {self.help}")

@@ -92,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
     tree = _lint_tree(args)
     findings: list[Finding] = []
     names: list[str] = []
+    omitted: dict[str, int] = {}  # per file: findings past the cap, counted but not shown
+    severities: set[str] = set()
     unreadable = 0
     for path in common.expand(args.files):
         try:
@@ -101,26 +103,31 @@ def run(args: argparse.Namespace) -> int:
             unreadable += 1
             continue
         except PolicyError as exc:  # not UTF-8, too long: a PF101 finding
-            names.append(exc.source or path)
-            findings += findings_from_error(exc)
-            continue
-        names.append(source.name)
-        findings += lint(source, tree)
-    findings = sorted(filter_codes(findings, args.select, args.ignore), key=Finding.sort_key)
+            name, found = exc.source or path, findings_from_error(exc)
+        else:
+            name, found = source.name, list(lint(source, tree))
+        names.append(name)
+        found = sorted(filter_codes(found, args.select, args.ignore), key=Finding.sort_key)
+        severities.update(f.severity for f in found)
+        findings += found[: output.MAX_FINDINGS_PER_FILE]
+        if len(found) > output.MAX_FINDINGS_PER_FILE:
+            omitted[name] = len(found) - output.MAX_FINDINGS_PER_FILE
+    findings.sort(key=Finding.sort_key)
 
     if args.format == "json":
-        print(output.format_json(findings, files=names))
+        print(output.format_json(findings, files=names, omitted=omitted))
     elif args.format == "sarif":
-        print(output.format_sarif(findings, root=common.repository_root()))
+        print(output.format_sarif(findings, root=common.repository_root(), omitted=omitted))
     elif args.format == "github":
         if findings:
-            print(output.format_github(findings))
+            print(output.format_github(findings, omitted=omitted))
     else:
-        print(output.format_text(findings, files=len(names), unreadable=unreadable, color=common.use_color(sys.stdout)))
+        color = common.use_color(sys.stdout)
+        print(output.format_text(findings, files=len(names), unreadable=unreadable, color=color, omitted=omitted))
     if unreadable:
         return common.EXIT_USAGE
     failing = {"error", "warning"} if args.strict else {"error"}
-    return common.EXIT_FINDINGS if any(f.severity in failing for f in findings) else common.EXIT_OK
+    return common.EXIT_FINDINGS if severities & failing else common.EXIT_OK
 
 
 def _lint_tree(args: argparse.Namespace) -> ModelTree | None:

@@ -88,17 +88,24 @@ def parse_with_comments(source: Source) -> tuple[Policy, list[Comment]]:
         ) from None
     except lark.exceptions.UnexpectedInput as exc:
         raise syntax_errors.explain(source, blanked, exc) from None
-    data = ToData(blanked).transform(tree)
+    policy, errors = _validated(source, ToData(blanked).transform(tree))
+    del tree  # the exception below must not keep the parse tree alive through this frame
+    if errors:
+        errors.sort(key=lambda e: (e.line or 0, e.column or 0))
+        raise PolicyError.collect(errors)
+    assert policy is not None  # _validated gives a policy or errors
+    comments = [Comment(*source.line_col(offset), offset, text) for offset, text in raw_comments]
+    return policy, comments
+
+
+def _validated(source: Source, data: Raw) -> tuple[Policy | None, list[PolicyError]]:
+    """The policy the parse data describes, or the positioned errors of every rule it breaks."""
     errors = _drop_too_deep(source, data)
     try:
         policy = Policy.model_validate({"source": source, **data})
     except ValidationError as exc:
-        errors += [_positioned(source, data, error) for error in exc.errors()]
-    if errors:
-        errors.sort(key=lambda e: (e.line or 0, e.column or 0))
-        raise PolicyError.collect(errors)
-    comments = [Comment(*source.line_col(offset), offset, text) for offset, text in raw_comments]
-    return policy, comments
+        return None, errors + [_positioned(source, data, error) for error in exc.errors()]
+    return (None, errors) if errors else (policy, [])
 
 
 def _positioned(source: Source, data: Raw, error: Any) -> PolicyError:

@@ -71,10 +71,15 @@ class Source:
         index = bisect.bisect_right(self._line_starts, offset) - 1
         return index + 1, offset - self._line_starts[index] + 1
 
-    def line_text(self, line: int) -> str:
+    def line_bounds(self, line: int) -> tuple[int, int]:
+        """Where line ``line`` (1-based) starts and ends in the text."""
         start = self._line_starts[line - 1]
         end = self.text.find("\n", start)
-        return self.text[start:] if end < 0 else self.text[start:end]
+        return start, len(self.text) if end < 0 else end
+
+    def line_text(self, line: int) -> str:
+        start, end = self.line_bounds(line)
+        return self.text[start:end]
 
     def too_long_error(self) -> PolicyError | None:
         """A PF101 error where the text passes MAX_SOURCE_BYTES of UTF-8, or None."""
@@ -87,11 +92,12 @@ class Source:
 
     def location(self, offset: int, end_offset: int | None = None) -> Location:
         line, column = self.line_col(offset)
+        start, end = self.line_bounds(line)
         end_column = None
         if end_offset is not None:
             end_line, end_col = self.line_col(end_offset)
-            end_column = end_col if end_line == line else len(self.line_text(line)) + 1
-        return Location(self.name, line, column, self.line_text(line), end_column)
+            end_column = end_col if end_line == line else end - start + 1
+        return Location(self.name, line, column, self.text, end_column, (start, end))
 
     def end_location(self) -> Location:
         """Where a premature end of input is reported: the last non-blank character."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from urllib.parse import quote
 
@@ -17,6 +17,8 @@ from .codes import RULES, SEVERITIES
 from .linter import Finding
 
 JSON_VERSION = 1
+#: Findings shown per file, as compilers cap their errors: the rest are counted, not listed.
+MAX_FINDINGS_PER_FILE = 100
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 _SEVERITY_STYLE = {"error": ("bold", "red"), "warning": ("bold", "yellow"), "info": ("bold", "blue")}
 _GITHUB_LEVEL = {"error": "error", "warning": "warning", "info": "notice"}
@@ -28,11 +30,13 @@ def counts(findings: Sequence[Finding]) -> dict[str, int]:
     return {severity: by_severity[severity] for severity in SEVERITIES}
 
 
-def summary(findings: Sequence[Finding], files: int, unreadable: int = 0) -> str:
+def summary(findings: Sequence[Finding], files: int, unreadable: int = 0, omitted: int = 0) -> str:
     """``Found 3 findings (1 error, 2 warnings) in 2 files.`` or ``All checks passed (2 files).``"""
     in_files = f"{files} file" + ("" if files == 1 else "s")
     if unreadable:
         in_files += f"; {unreadable} could not be read"
+    if omitted:
+        in_files += f"; {omitted:,} more not shown"
     if not findings:
         return f"{'No findings' if unreadable else 'All checks passed'} ({in_files})."
     parts = []
@@ -44,10 +48,27 @@ def summary(findings: Sequence[Finding], files: int, unreadable: int = 0) -> str
     return f"Found {found} ({', '.join(parts)}) in {in_files}."
 
 
-def format_text(findings: Sequence[Finding], *, files: int, unreadable: int = 0, color: bool = False) -> str:
-    """``file:line:col: CODE message``, the line with a caret, a help line; then the summary."""
-    blocks = [_text_block(f, color) for f in findings]
-    blocks.append(summary(findings, files, unreadable))
+def format_text(
+    findings: Sequence[Finding],
+    *,
+    files: int,
+    unreadable: int = 0,
+    color: bool = False,
+    omitted: Mapping[str, int] | None = None,
+) -> str:
+    """``file:line:col: CODE message``, the line with a caret, a help line; then the summary.
+
+    A file with more findings than were kept ends with ``… and N more findings in FILE``.
+    """
+    omitted = omitted or {}
+    blocks = []
+    for index, finding in enumerate(findings):
+        blocks.append(_text_block(finding, color))
+        last_of_file = index + 1 == len(findings) or findings[index + 1].source != finding.source
+        if last_of_file and finding.source in omitted:
+            count = omitted[finding.source]
+            blocks.append(f"… and {count:,} more finding{'s' if count != 1 else ''} in {finding.source}")
+    blocks.append(summary(findings, files, unreadable, sum(omitted.values())))
     return "\n\n".join(blocks)
 
 
@@ -56,7 +77,7 @@ def _text_block(finding: Finding, color: bool) -> str:
     style = _SEVERITY_STYLE[finding.severity]
     head = paint(f"{location.source}:{location.line}:{location.column}:", "bold", enabled=color)
     lines = [f"{head} {paint(finding.code, *style, enabled=color)} {finding.message}"]
-    if location.line_text:
+    if location.text:
         gutter, text, caret = location.snippet().split("\n")
         lines += [paint(gutter, "blue", enabled=color), text, paint(caret, *style, enabled=color)]
     if finding.help:
@@ -64,8 +85,9 @@ def _text_block(finding: Finding, color: bool) -> str:
     return "\n".join(lines)
 
 
-def format_json(findings: Sequence[Finding], *, files: Sequence[str]) -> str:
-    """A versioned JSON document: the files linted, every finding, and counts by severity."""
+def format_json(findings: Sequence[Finding], *, files: Sequence[str], omitted: Mapping[str, int] | None = None) -> str:
+    """A versioned JSON document: the files linted, every finding kept, counts by severity, and per file
+    how many findings past the cap were left out."""
     document = {
         "version": JSON_VERSION,
         "tool": {"name": "policyfreeze", "version": __version__},
@@ -86,12 +108,13 @@ def format_json(findings: Sequence[Finding], *, files: Sequence[str]) -> str:
             for f in findings
         ],
         "counts": {"files": len(files), "findings": len(findings), **counts(findings)},
+        "omitted": dict(omitted or {}),
     }
     return json.dumps(document, indent=2, ensure_ascii=False)
 
 
-def format_github(findings: Sequence[Finding]) -> str:
-    """GitHub Actions workflow commands: one annotation per finding."""
+def format_github(findings: Sequence[Finding], omitted: Mapping[str, int] | None = None) -> str:
+    """GitHub Actions workflow commands: one annotation per finding (and a notice per capped file)."""
     lines = []
     for f in findings:
         properties = {"file": f.source, "line": f.line}
@@ -103,6 +126,8 @@ def format_github(findings: Sequence[Finding]) -> str:
         rendered = ",".join(f"{key}={_escape_property(str(value))}" for key, value in properties.items())
         message = f.message + (f"\nhelp: {f.help}" if f.help else "")
         lines.append(f"::{_GITHUB_LEVEL[f.severity]} {rendered}::{_escape_data(message)}")
+    for name, count in (omitted or {}).items():
+        lines.append(f"::notice file={_escape_property(name)}::{count:,} more findings in this file are not shown")
     return "\n".join(lines)
 
 
@@ -114,7 +139,7 @@ def _escape_property(text: str) -> str:
     return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
 
 
-def format_sarif(findings: Sequence[Finding], *, root: Path) -> str:
+def format_sarif(findings: Sequence[Finding], *, root: Path, omitted: Mapping[str, int] | None = None) -> str:
     """A SARIF 2.1.0 log for code scanning; file URIs are relative to ``root`` (the repository)."""
     rules = sorted(RULES.values(), key=lambda r: r.code)
     index = {rule.code: i for i, rule in enumerate(rules)}
@@ -158,6 +183,7 @@ def format_sarif(findings: Sequence[Finding], *, root: Path) -> str:
                 },
                 "columnKind": "unicodeCodePoints",
                 "results": results,
+                "properties": {"omitted": dict(omitted or {})},
             }
         ],
     }
