@@ -73,14 +73,14 @@ def is_dir(path: str) -> bool:
 
 
 def read(path: str, stdin_filename: str | None) -> tuple[Source, bytes]:
-    """The source of a policy file (or stdin) and its raw bytes."""
-    from ..language.source import Source
+    """The source of a policy file (or stdin) and its raw bytes, read once."""
+    from ..language.source import MAX_SOURCE_BYTES, Source, read_bytes
 
     if path == STDIN:
-        data = sys.stdin.buffer.read()
+        data = sys.stdin.buffer.read(MAX_SOURCE_BYTES + 1)
         return Source.from_bytes(data, stdin_filename or "<stdin>"), data
-    source = Source.from_path(path)
-    return source, Path(path).read_bytes()
+    data = read_bytes(path)
+    return Source.from_bytes(data, path), data
 
 
 def load_policy(path: str, stdin_filename: str | None) -> Policy:

@@ -23,7 +23,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..errors import PolicyError
+from ..errors import PolicyError, PolicyUsageError
 from .grammar import Comment, split_comments
 from .parser import parse, parse_with_comments
 from .policy import (
@@ -39,7 +39,7 @@ from .policy import (
     TypeSelector,
     UnionSelector,
 )
-from .source import Source
+from .source import MAX_SOURCE_BYTES, Source
 
 INDENT = "    "
 _NOQA = re.compile(r"#\s*noqa\b", re.IGNORECASE)
@@ -52,8 +52,31 @@ def fmt(text: str, source: str = "<string>") -> str:
 
 
 def format_source(source: Source) -> str:
+    """The canonical layout of ``source``; a ``PolicyUsageError`` when it could not be written back.
+
+    The result is checked before it is returned: it must stay within the size
+    limit and parse to the same structure, so fmt never writes a policy that
+    no longer loads or means something else.
+    """
     policy, comments = parse_with_comments(source)
-    return _Layout(source, policy, comments).render()
+    text = _Layout(source, policy, comments).render()
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_SOURCE_BYTES:
+        raise PolicyUsageError(
+            f"{source.name}: the formatted policy would be {size:,} bytes, over the {MAX_SOURCE_BYTES:,}-byte "
+            "limit, so it would no longer load: left as it is",
+            help="split the policy, or select with fewer, broader patterns",
+        )
+    try:
+        same = structure(parse_with_comments(Source(source.name, text))[0]) == structure(policy)
+    except PolicyError:
+        same = False
+    if not same:
+        raise PolicyUsageError(
+            f"{source.name}: the formatted policy would not mean the same as the original: left as it is",
+            help="please report this with the policy: fmt must keep every statement's meaning",
+        )
+    return text
 
 
 # --- selectors ----------------------------------------------------------------

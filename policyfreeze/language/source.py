@@ -47,23 +47,7 @@ class Source:
 
     @classmethod
     def from_path(cls, path: str | Path) -> Source:
-        if not isinstance(path, (str, os.PathLike)):
-            raise PolicyUsageError(f"a policy file is a path (str or pathlib.Path), not {type(path).__name__}")
-        path = Path(path)
-        try:
-            with path.open("rb") as file:
-                data = file.read(MAX_SOURCE_BYTES + 1)
-        except FileNotFoundError:
-            raise PolicyUsageError(f"{path}: no such file") from None
-        except IsADirectoryError:
-            raise PolicyUsageError(f"{path}: is a directory, not a policy file") from None
-        except PermissionError:
-            raise PolicyUsageError(f"{path}: permission denied") from None
-        except OSError as exc:
-            raise PolicyUsageError(f"{path}: cannot read: {exc.strerror}") from None
-        except ValueError:  # a NUL in the name: no file can have it
-            raise PolicyUsageError(f"{str(path)!r}: not a valid file name") from None
-        return cls.from_bytes(data, str(path))
+        return cls.from_bytes(read_bytes(path), str(path))
 
     def line_col(self, offset: int) -> tuple[int, int]:
         """1-based line and column of a character offset."""
@@ -120,6 +104,26 @@ class Source:
 
 
 _NEWLINE = re.compile("\n")
+
+
+def read_bytes(path: str | Path) -> bytes:
+    """A policy file's bytes, read once (a pipe or FIFO has no second reading), at most one past the limit."""
+    if not isinstance(path, str | os.PathLike):
+        raise PolicyUsageError(f"a policy file is a path (str or pathlib.Path), not {type(path).__name__}")
+    path = Path(path)
+    try:
+        with path.open("rb") as file:
+            return file.read(MAX_SOURCE_BYTES + 1)
+    except FileNotFoundError:
+        raise PolicyUsageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise PolicyUsageError(f"{path}: is a directory, not a policy file") from None
+    except PermissionError:
+        raise PolicyUsageError(f"{path}: permission denied") from None
+    except OSError as exc:
+        raise PolicyUsageError(f"{path}: cannot read: {exc.strerror}") from None
+    except ValueError:  # a NUL in the name: no file can have it
+        raise PolicyUsageError(f"{str(path)!r}: not a valid file name") from None
 
 
 def _too_long(source: Source, offset: int) -> PolicyError:
