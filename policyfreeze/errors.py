@@ -16,6 +16,13 @@ def shorten(text: str, limit: int = 40) -> str:
 
 SNIPPET_WIDTH = 100
 
+_CONTROL = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))}
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters escaped (``\\x1b``): a message never moves a terminal's cursor."""
+    return text.translate(_CONTROL)
+
 
 @dataclass(frozen=True)
 class Location:
@@ -103,16 +110,16 @@ class PolicyError(Exception):
 
     def render(self) -> str:
         """``file:line:col: CODE message``, the line with a caret, and the help."""
-        head = f"{self.code} {self.message}" if self.code else self.message
+        head = printable(f"{self.code} {self.message}" if self.code else self.message)
         if self.location is None:
             parts = [head]
         else:
             loc = self.location
-            parts = [f"{loc.source}:{loc.line}:{loc.column}: {head}"]
+            parts = [f"{printable(loc.source)}:{loc.line}:{loc.column}: {head}"]
             if loc.text:
                 parts.append(loc.snippet())
         if self.help:
-            parts.append(f"  = help: {self.help}")
+            parts.append(f"  = help: {printable(self.help)}")
         return "\n".join(parts)
 
     def __str__(self) -> str:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from ..errors import PolicyError, PolicyUsageError
+from ..errors import PolicyError, PolicyUsageError, printable
 
 if TYPE_CHECKING:
     from ..engine.resolve import Plan
@@ -56,7 +56,7 @@ def expand(paths: Sequence[str]) -> list[str]:
         if path != STDIN and is_dir(path):
             found = sorted(str(p) for p in Path(path).rglob(f"*{POLICY_SUFFIX}") if p.is_file())
             if not found:
-                print(f"policyfreeze: warning: no {POLICY_SUFFIX} files in {path}", file=sys.stderr)
+                print(f"policyfreeze: warning: no {POLICY_SUFFIX} files in {printable(path)}", file=sys.stderr)
             out += found
         else:
             out.append(path)

@@ -7,7 +7,7 @@ import difflib
 import sys
 from pathlib import Path
 
-from ..errors import PolicyError, PolicyUsageError
+from ..errors import PolicyError, PolicyUsageError, printable
 from . import common
 
 
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
                 )
             )
         elif args.check:
-            print(f"would reformat {source.name}")
+            print(f"would reformat {printable(source.name)}")
         elif path != common.STDIN:
             common.write(Path(path), new)
     if dry_run and changed:

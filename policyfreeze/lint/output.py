@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from .. import __version__
+from ..errors import printable
 from ..report.term import paint
 from .codes import RULES, SEVERITIES
 from .linter import Finding
@@ -75,13 +76,13 @@ def format_text(
 def _text_block(finding: Finding, color: bool) -> str:
     location = finding.location
     style = _SEVERITY_STYLE[finding.severity]
-    head = paint(f"{location.source}:{location.line}:{location.column}:", "bold", enabled=color)
-    lines = [f"{head} {paint(finding.code, *style, enabled=color)} {finding.message}"]
+    head = paint(f"{printable(location.source)}:{location.line}:{location.column}:", "bold", enabled=color)
+    lines = [f"{head} {paint(finding.code, *style, enabled=color)} {printable(finding.message)}"]
     if location.text:
         gutter, text, caret = location.snippet().split("\n")
         lines += [paint(gutter, "blue", enabled=color), text, paint(caret, *style, enabled=color)]
     if finding.help:
-        lines.append(f"  {paint('= help:', 'bold', 'cyan', enabled=color)} {finding.help}")
+        lines.append(f"  {paint('= help:', 'bold', 'cyan', enabled=color)} {printable(finding.help)}")
     return "\n".join(lines)
 
 
