@@ -29,7 +29,6 @@ def test_model_names_with_control_characters_are_escaped_in_every_text_output(tm
     policy.write_text("freeze layer\n")
     for command in (
         ["lint", str(policy), "--model", f"{factory}:build"],
-        ["plan", str(policy), "--model", f"{factory}:build"],
     ):
         main(command)
         captured = capsys.readouterr()
