@@ -3,82 +3,102 @@
 ``transition`` works out, as data, what one milestone does to groups that
 hold given parameters; ``regroup`` replays those changes on the recorded
 layout; ``apply_to_optimizer`` carries them out on a torch optimizer,
-all-or-nothing.
+all-or-nothing. Parameters are ids of the plan's model tree (its
+``param_names`` index): work per stage is a few passes over flat lists,
+not dictionaries of names.
 """
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..engine.groups import group_options, options_key
+from ..engine.groups import OptionsKey, group_options, options_key
 from ..engine.resolve import Plan
 from ..errors import PolicyError, PolicyUsageError
 
-Group = tuple[dict, list[str]]  # optimizer options, parameter names
+Group = tuple[dict, list[int]]  # optimizer options, parameter ids
+Undo = Callable[[], None]
 
 
 @dataclass(frozen=True)
 class GroupChange:
-    """One milestone's effect on a set of optimizer groups (pure data)."""
+    """One milestone's effect on a set of optimizer groups (pure data; parameter ids in parameter order)."""
 
-    drop: frozenset[str]
+    drop: frozenset[int]
     new_groups: tuple[Group, ...]
-    added: tuple[str, ...]
-    moved: tuple[str, ...]
-    removed: tuple[str, ...]
+    added: tuple[int, ...]
+    moved: tuple[int, ...]
+    removed: tuple[int, ...]
 
 
 def regroup(groups: list[Group], steps: list[GroupChange]) -> list[Group]:
-    """``groups`` after ``steps``: dropped names leave (empty groups stay, so indices hold), new groups append."""
+    """``groups`` after ``steps``: dropped ids leave (empty groups stay, so indices hold), new groups append."""
     for step in steps:
-        groups = [(options, [n for n in names if n not in step.drop]) for options, names in groups]
-        groups += [(options, list(names)) for options, names in step.new_groups]
-    return [(options, list(names)) for options, names in groups]
+        if step.drop:
+            groups = [(options, [i for i in ids if i not in step.drop]) for options, ids in groups]
+        groups = groups + [(options, list(ids)) for options, ids in step.new_groups]
+    return [(options, list(ids)) for options, ids in groups]
 
 
-def names_in(groups: list[Group]) -> set[str]:
-    return {name for _, names in groups for name in names}
+def ids_in(groups: list[Group]) -> set[int]:
+    return {i for _, ids in groups for i in ids}
 
 
-def held_by(optimizer: Any, plan: Plan) -> set[str]:
-    """The model's parameters ``optimizer`` holds, by name (tensors of other models are left alone)."""
-    names = {id(tensor): name for name, tensor in zip(plan.tree.param_names, plan.live_model().tensors)}
-    return {names[id(t)] for group in optimizer.param_groups for t in group["params"] if id(t) in names}
+def held_by(optimizer: Any, tensors: list[Any]) -> set[int]:
+    """The model's parameters ``optimizer`` holds, by id (tensors of other models are left alone)."""
+    index = dict(zip(map(id, tensors), range(len(tensors))))
+    return {index[key] for group in optimizer.param_groups for key in map(id, group["params"]) if key in index}
 
 
-def transition(held: set[str], previous: Plan, plan: Plan, lr: float | None, weight_decay: float | None) -> GroupChange:
-    """How groups holding ``held`` change from ``previous`` to ``plan``."""
-    added, moved, removed = [], [], []
-    for name, trainable in plan.requires_grad.items():
-        if not trainable:
-            if name in held:
-                removed.append(name)
-        elif name not in held:
-            added.append(name)
-        elif options_key(previous.decisions[name]) != options_key(plan.decisions[name]):
-            moved.append(name)
-    new_groups: dict[tuple, Group] = {}
-    joining = set(added) | set(moved)
-    for name in plan.requires_grad:
-        if name in joining:
-            decision = plan.decisions[name]
-            key = options_key(decision)
-            if key not in new_groups:
-                new_groups[key] = (group_options(key, decision, lr, weight_decay), [])
-            new_groups[key][1].append(name)
+def transition(held: set[int], previous: Plan, plan: Plan, lr: float | None, weight_decay: float | None) -> GroupChange:
+    """How groups holding ``held`` change from ``previous`` to ``plan``.
+
+    Trainable parameters not held join, held ones frozen again leave, and
+    held ones whose options changed move to a new group. Options can only
+    change where the deciding statement did, so only those are compared.
+    """
+    flags, deciders, before = plan.param_flags, plan.param_deciders, previous.param_deciders
+    keys = _keys(plan)
+    old_keys = _keys(previous)
+    added = [i for i in itertools.compress(range(len(flags)), flags) if i not in held]
+    removed, moved = [], []
+    for i in held:
+        if not flags[i]:
+            removed.append(i)
+        elif before[i] != deciders[i] and old_keys[before[i]] != keys[deciders[i]]:
+            moved.append(i)
+    removed.sort()
+    moved.sort()
+    new_groups: dict[OptionsKey, Group] = {}
+    for i in sorted(added + moved):
+        decider = deciders[i]
+        key = keys[decider]
+        if key not in new_groups:
+            decision = plan.statement_decisions[decider] if decider >= 0 else None
+            new_groups[key] = (group_options(key, decision, lr, weight_decay), [])
+        new_groups[key][1].append(i)
     return GroupChange(
         frozenset(removed) | frozenset(moved), tuple(new_groups.values()), tuple(added), tuple(moved), tuple(removed)
     )
 
 
-def apply_to_optimizer(optimizer: Any, plan: Plan, ops: list[GroupChange]):
-    """Carry out ``ops`` on ``optimizer``; returns the function that undoes it. All-or-nothing.
+def _keys(plan: Plan) -> dict[int, OptionsKey]:
+    """Options key per statement number, -1 (no statement) included."""
+    keys = {number: options_key(decision) for number, decision in enumerate(plan.statement_decisions)}
+    keys[-1] = ()
+    return keys
 
-    An optimizer built from named parameters (torch ≥ 2.6 keeps ``param_names``)
-    stays named: new groups name their tensors too.
+
+def apply_to_optimizer(optimizer: Any, tensors: list[Any], names: list[str], steps: list[GroupChange]) -> Undo:
+    """Carry out ``steps`` on ``optimizer``; returns the function that undoes it. All-or-nothing.
+
+    New groups are appended in order. An optimizer built from named
+    parameters (torch ≥ 2.6 keeps ``param_names``) stays named: new groups
+    name their tensors too.
     """
-    tensors = tensors_by_name(plan)
     before = [
         {key: list(group[key]) for key in ("params", "param_names") if key in group} for group in optimizer.param_groups
     ]
@@ -92,19 +112,22 @@ def apply_to_optimizer(optimizer: Any, plan: Plan, ops: list[GroupChange]):
         optimizer.state.update(dropped_state)
 
     try:
-        for op in ops:
-            drop = {id(tensors[name]) for name in op.drop}
-            forget = {id(tensors[name]) for name in op.removed}
-            for group in optimizer.param_groups:
-                keep = [id(tensor) not in drop for tensor in group["params"]]
-                for tensor, kept in zip(group["params"], keep):
-                    if not kept and id(tensor) in forget and tensor in optimizer.state:
-                        dropped_state[tensor] = optimizer.state.pop(tensor)
-                for key in ("params", "param_names"):
-                    if key in group:
-                        group[key] = [item for item, kept in zip(group[key], keep) if kept]
-            for options, names in op.new_groups:
-                params = [(name, tensors[name]) if named else tensors[name] for name in names]
+        for step in steps:
+            if step.drop:
+                drop = {id(tensors[i]) for i in step.drop}
+                forget = {id(tensors[i]) for i in step.removed}
+                for group in optimizer.param_groups:
+                    keep = [id(tensor) not in drop for tensor in group["params"]]
+                    if all(keep):
+                        continue
+                    for tensor, kept in zip(group["params"], keep):
+                        if not kept and id(tensor) in forget and tensor in optimizer.state:
+                            dropped_state[tensor] = optimizer.state.pop(tensor)
+                    for key in ("params", "param_names"):
+                        if key in group:
+                            group[key] = [item for item, kept in zip(group[key], keep) if kept]
+            for options, ids in step.new_groups:
+                params = [(names[i], tensors[i]) if named else tensors[i] for i in ids]
                 optimizer.add_param_group({"params": params, **options})
     except Exception as exc:
         undo()
@@ -115,7 +138,3 @@ def apply_to_optimizer(optimizer: Any, plan: Plan, ops: list[GroupChange]):
             help="build the optimizer from freezer.param_groups()",
         ) from exc
     return undo
-
-
-def tensors_by_name(plan: Plan) -> dict[str, Any]:
-    return dict(zip(plan.tree.param_names, plan.live_model().tensors))
