@@ -527,11 +527,13 @@ class Freezer:
         for finding in findings:
             self._warn_once(str(finding), stacklevel=stacklevel + 1)
 
-    def _warn_once(self, text: str, *, stacklevel: int) -> None:
-        if text not in self._warned:
+    def _warn_once(self, text: str, *, stacklevel: int, key: str | None = None) -> None:
+        """Warn unless this text (or ``key``) was warned of before."""
+        key = key or text
+        if key not in self._warned:
             # Marked only once issued: under warnings-as-errors a retry raises again.
             warnings.warn(PolicyWarning(text), stacklevel=stacklevel + 1)
-            self._warned.add(text)
+            self._warned.add(key)
 
     def _warn_recompile(self, at: int, changes_graph: bool) -> None:
         """Warn once when a compiled model enters more stages than dynamo compiles graphs for."""
@@ -546,6 +548,7 @@ class Freezer:
                 "the rest in eager mode; raise it before training, "
                 f"torch._dynamo.config.recompile_limit = {2 * len(self.policy.milestones) + 2}",
                 stacklevel=4,
+                key="recompile_limit",
             )
         self._stages_compiled = stages
 
