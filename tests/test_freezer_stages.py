@@ -122,8 +122,11 @@ def test_advance_moves_to_each_next_phase_and_stops_after_the_last():
     assert first.added == ("2.0.weight", "2.0.bias", "2.1.weight", "2.1.bias")
     second = freezer.advance(optimizer)  # phase 2 has no block: the next phase with one
     assert (second.at, freezer.next_stage) == (3, None)
-    assert held(model, optimizer) == [["3.weight", "3.bias"], ["2.0.weight", "2.0.bias", "2.1.weight", "2.1.bias"],
-                                      ["0.weight", "0.bias"]]
+    assert held(model, optimizer) == [
+        ["3.weight", "3.bias"],
+        ["2.0.weight", "2.0.bias", "2.1.weight", "2.1.bias"],
+        ["0.weight", "0.bias"],
+    ]
     assert [group["lr"] for group in optimizer.param_groups] == [0.1, 0.05, 0.025]
     assert flags(model) == policyfreeze.resolve(tiny(), PHASED, phase=3).requires_grad
     assert freezer.advance(optimizer) is None and freezer.at == 3
@@ -149,7 +152,11 @@ def test_the_phase_reached_is_saved_and_restored():
     "policy, call, message",
     [
         (PHASED, lambda f, o: f.update(o, epoch=1), "advances by phase: call freezer.advance(optimizer) when a phase"),
-        ("freeze 0\nat epoch 2 { unfreeze 0 }", lambda f, o: f.advance(o), "schedules by epoch: update(optimizer, epoch=N)"),
+        (
+            "freeze 0\nat epoch 2 { unfreeze 0 }",
+            lambda f, o: f.advance(o),
+            "schedules by epoch: update(optimizer, epoch=N)",
+        ),
     ],
 )
 def test_update_and_advance_each_refuse_the_other_unit(policy, call, message):

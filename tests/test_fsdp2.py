@@ -73,7 +73,9 @@ def unsharded_reference() -> dict[str, torch.Tensor]:
     optimizer = torch.optim.AdamW(freezer.param_groups())
 
     def loss(epoch: int, step: int) -> torch.Tensor:
-        per_rank = [nn.functional.cross_entropy(model(x), y) for x, y in (batch(r, epoch, step) for r in range(WORLD_SIZE))]
+        per_rank = [
+            nn.functional.cross_entropy(model(x), y) for x, y in (batch(r, epoch, step) for r in range(WORLD_SIZE))
+        ]
         return sum(per_rank) / WORLD_SIZE
 
     train(model, freezer, optimizer, loss)

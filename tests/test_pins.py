@@ -335,7 +335,9 @@ def test_a_module_unpinned_inside_a_pinned_parent_follows_the_nearest_unpinned_a
 
 def test_a_freezer_stage_that_unpins_during_training_lets_batchnorm_learn_again():
     model = tiny()
-    freezer = policyfreeze.Freezer(model, "freeze all; unfreeze 3; eval 2.1\nat epoch 1 { unfreeze 2; train 2.1 }", lr=0.1)
+    freezer = policyfreeze.Freezer(
+        model, "freeze all; unfreeze 3; eval 2.1\nat epoch 1 { unfreeze 2; train 2.1 }", lr=0.1
+    )
     optimizer = torch.optim.SGD(freezer.param_groups())
     bn = model[2][1]
     model.train()

@@ -322,7 +322,7 @@ class Freezer:
         plans = self._plans_until(at)
         start, final = self._plan, self._combined(plans)
         tensors, names = live.tensors, self._plan.tree.param_names
-        held = held_by(optimizer, tensors)
+        held = held_by(optimizer, self._structure.index)
         self._check_holds(held, start)
         steps = self._steps(held, plans)
         groups = regroup(self._groups, self._steps(ids_in(self._groups), plans))
@@ -341,7 +341,7 @@ class Freezer:
                 stacklevel=3,
             )
         self._warn_recompile(at, bool(retrained) or final.module_pins != start.module_pins)
-        reference, scales = self._scales(optimizer, tensors, steps, new_groups) if schedulers else (0, [])
+        reference, scales = self._scales(optimizer, steps, new_groups) if schedulers else (0, [])
         undo = apply_to_optimizer(optimizer, tensors, names, steps)
         try:
             undo_schedulers = follow(schedulers, optimizer, scales, reference)
@@ -420,7 +420,7 @@ class Freezer:
     def _live(self) -> LiveModel:
         """The model's tensors and modules now: walked again only if its parameters or modules were replaced."""
         live = self._plan.live_model()
-        if self._structure.unchanged(live):
+        if self._structure.unchanged():
             return live
         fresh = walk(self.model)
         old, new = self._plan.tree, fresh.tree
@@ -442,8 +442,10 @@ class Freezer:
         return fresh
 
     def _check_holds(self, held: set[int], plan: Plan) -> None:
+        if held or not any(plan.param_flags):
+            return
         trainable = plan.trainable
-        if trainable and not held:
+        if trainable:
             raise PolicyUsageError(
                 f"the optimizer holds none of the {len(trainable):,} parameters that train now "
                 f"({', '.join(trainable[:3])}{', ...' if len(trainable) > 3 else ''}): it was built from other "
@@ -469,7 +471,7 @@ class Freezer:
         )
 
     def _scales(
-        self, optimizer: Any, tensors: list[Any], steps: list[GroupChange], new_groups: list[dict]
+        self, optimizer: Any, steps: list[GroupChange], new_groups: list[dict]
     ) -> tuple[int, list[tuple[int, float]]]:
         """The reference group and, for each group the steps add, its index and scale against the reference.
 
@@ -480,7 +482,7 @@ class Freezer:
         """
         default_lr = optimizer.defaults.get("lr")
         dropped = set().union(*(step.drop for step in steps))
-        index = dict(zip(map(id, tensors), range(len(tensors))))
+        index = self._structure.index
         reference, reference_lr = 0, None
         for group_index, group in enumerate(optimizer.param_groups):
             kept = next(

@@ -47,9 +47,9 @@ def ids_in(groups: list[Group]) -> set[int]:
     return {i for _, ids in groups for i in ids}
 
 
-def held_by(optimizer: Any, tensors: list[Any]) -> set[int]:
-    """The model's parameters ``optimizer`` holds, by id (tensors of other models are left alone)."""
-    index = dict(zip(map(id, tensors), range(len(tensors))))
+def held_by(optimizer: Any, index: dict[int, int]) -> set[int]:
+    """The model's parameters ``optimizer`` holds, by parameter id (``index``: ``id(tensor)`` → parameter id;
+    tensors of other models are left alone)."""
     return {index[key] for group in optimizer.param_groups for key in map(id, group["params"]) if key in index}
 
 
