@@ -337,7 +337,7 @@ def test_an_uncompiled_model_never_warns_about_recompiles():
 
 def test_a_freezer_with_nothing_to_wrap_says_so():
     with pytest.raises(PolicyUsageError, match="this Freezer wraps nothing"):
-        Freezer(tiny(), POLICY).wrapped
+        _ = Freezer(tiny(), POLICY).wrapped
     with pytest.raises(PolicyUsageError, match="wrap is a function that wraps the model"):
         Freezer(tiny(), POLICY, wrap="ddp")
 
