@@ -43,7 +43,17 @@ from ..model.walk import LiveModel, refuse_distributed, walk
 from ..report.report import Report
 from . import distributed
 from .optimizer import check_is_optimizer
-from .regroup import Group, GroupChange, apply_to_optimizer, held_by, ids_in, regroup, transition
+from .regroup import (
+    Group,
+    GroupChange,
+    GroupOptions,
+    apply_to_optimizer,
+    conform,
+    held_by,
+    ids_in,
+    regroup,
+    transition,
+)
 from .schedulers import check_schedulers, follow, schedulers_of
 from .state import STATE_VERSION, validate_state
 from .structure import Structure
@@ -97,10 +107,13 @@ class Freezer:
 
     Construction applies stage 0. ``lr`` is the base learning rate
     (``lr_scale`` multiplies it); ``weight_decay`` applies where no statement
-    sets one; either left out means the optimizer's default. ``wrap`` builds
-    the DistributedDataParallel (or other) wrapper that ``wrapped`` returns,
-    again after each stage that changes what trains; ``wrap=False`` says no
-    such wrapper needs rebuilding.
+    sets one; either left out means the optimizer's default.
+    ``param_options(name)`` gives per-parameter defaults under the policy's
+    own options (``{"weight_decay": 0.0}`` for biases and norms, as the
+    Hugging Face Trainer groups them). ``wrap`` builds the
+    DistributedDataParallel (or other) wrapper that ``wrapped`` returns, again
+    after each stage that changes what trains; ``wrap=False`` says no such
+    wrapper needs rebuilding.
     """
 
     def __init__(
@@ -111,11 +124,16 @@ class Freezer:
         lr: float | None = None,
         weight_decay: float | None = None,
         wrap: Wrap | Literal[False] | None = None,
+        param_options: Callable[[str], dict] | None = None,
     ) -> None:
         refuse_distributed(model)
         self.model = model
         self.policy = coerce_policy(policy)
         check_base(lr, weight_decay)
+        if param_options is not None and not callable(param_options):
+            raise PolicyUsageError(
+                f"param_options is a function of a parameter name, not {type(param_options).__name__}"
+            )
         if wrap is not None and wrap is not False and not callable(wrap):
             raise PolicyUsageError(
                 f"wrap is a function that wraps the model (such as DistributedDataParallel), "
@@ -136,10 +154,13 @@ class Freezer:
         self.at = 0
         plan = resolve(model, self.policy, **({self.policy.unit: 0} if self.policy.unit else {}))
         self._warn(plan.warnings, stacklevel=2)
+        self._options = GroupOptions(plan.tree.param_names, lr, weight_decay, param_options)
+        first = transition(set(), plan, plan, self._options)  # checks param_options before any change
         commit(plan)
         self._structure = Structure.of(plan.live_model())
-        empty: list[Group] = []
-        self._adopt(0, plan, regroup(empty, [transition(set(), plan, plan, lr, weight_decay)]))
+        #: stage 0, where ``align`` replays from
+        self._origin = plan
+        self._adopt(0, plan, regroup([], [first]))
 
     @property
     def unit(self) -> str:
@@ -204,6 +225,42 @@ class Freezer:
         if following is None:
             return None
         return self._move_to(following, optimizer, scheduler)
+
+    def align(self, optimizer: Any, *, scheduler: Any = None) -> None:
+        """Bring an optimizer built elsewhere in line with the stage reached; call it right after building it.
+
+        For optimizers a framework builds from the model (Lightning's
+        ``configure_optimizers`` returning ``AdamW(self.parameters())`` or
+        only the trainable ones; a Trainer's own): frozen parameters leave
+        (their state too), missing trainable ones join in new groups, and
+        parameters whose group has other options than a statement (or
+        ``param_options``) gives them move to new groups; the groups' own lr
+        and weight decay stand for the base ones. The groups are laid out as
+        a run that began with this optimizer at stage 0 and changed stage as
+        this Freezer did, so an optimizer rebuilt on resume, aligned after
+        ``load_state_dict``, takes the saved optimizer state. ``scheduler``
+        as for ``update``. Tensors that are not the model's are left alone.
+        """
+        check_is_optimizer(optimizer)
+        schedulers = schedulers_of(scheduler)
+        check_schedulers(schedulers, optimizer)
+        live = self._live()
+        index = self._structure.index
+        first = conform(optimizer, index, self._origin, self._options)
+        held = (held_by(optimizer, index) - first.drop) | {i for _, ids in first.new_groups for i in ids}
+        plans, plan = [], self._origin
+        for milestone in self.policy.milestones[: bisect.bisect_right(self.policy.milestones, self.at)]:
+            plan = advance(plan, milestone)
+            plans.append(plan)
+        steps = [first, *self._steps(held, plans, self._origin)]
+        new_groups = [options for step in steps for options, _ in step.new_groups]
+        reference, scales = self._scales(optimizer, steps, new_groups) if schedulers else (0, [])
+        undo = apply_to_optimizer(optimizer, live.tensors, self._plan.tree.param_names, steps)
+        try:
+            follow(schedulers, optimizer, scales, reference)
+        except BaseException:
+            undo()
+            raise
 
     @property
     def wrapped(self) -> Any:
@@ -407,11 +464,11 @@ class Freezer:
             warnings=tuple(finding for plan in plans for finding in plan.warnings),
         )
 
-    def _steps(self, held: set[int], plans: list[Plan]) -> list[GroupChange]:
-        """Each milestone's effect on groups that now hold ``held`` (pure)."""
-        previous, steps = self._plan, []
+    def _steps(self, held: set[int], plans: list[Plan], previous: Plan | None = None) -> list[GroupChange]:
+        """Each milestone's effect on groups that hold ``held`` at ``previous`` (default: now) (pure)."""
+        previous, steps = previous or self._plan, []
         for plan in plans:
-            step = transition(held, previous, plan, self.lr, self.weight_decay)
+            step = transition(held, previous, plan, self._options)
             held = (held - step.drop) | {i for _, ids in step.new_groups for i in ids}
             steps.append(step)
             previous = plan
@@ -438,6 +495,7 @@ class Freezer:
                 "replacing parameters under the same names (fully_shard) is fine",
             )
         self._plan = dataclasses.replace(self._plan, tree=new, live=fresh)
+        self._origin = dataclasses.replace(self._origin, tree=new, live=fresh)
         self._structure = Structure.of(fresh)
         return fresh
 

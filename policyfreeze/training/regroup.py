@@ -11,6 +11,7 @@ not dictionaries of names.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -53,7 +54,84 @@ def held_by(optimizer: Any, index: dict[int, int]) -> set[int]:
     return {index[key] for group in optimizer.param_groups for key in map(id, group["params"]) if key in index}
 
 
-def transition(held: set[int], previous: Plan, plan: Plan, lr: float | None, weight_decay: float | None) -> GroupChange:
+class GroupOptions:
+    """The optimizer options each trainable parameter gets, and the key that groups it.
+
+    Layered, first set wins: the deciding statement's ``with`` options
+    (``lr_scale`` times the base ``lr``), then ``param_options(name)`` (a
+    framework's per-parameter defaults, such as the Hugging Face Trainer's
+    ``weight_decay=0`` for biases and norms), then the base ``lr`` and
+    ``weight_decay``. A key with no value is left out: the optimizer's own
+    default applies.
+    """
+
+    KEYS = ("lr", "weight_decay")
+
+    def __init__(
+        self,
+        names: list[str],
+        lr: float | None,
+        weight_decay: float | None,
+        param_options: Callable[[str], dict] | None = None,
+    ) -> None:
+        self.names = names
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.param_options = param_options
+        self._base: dict[int, tuple] = {}
+
+    def base(self, i: int) -> tuple:
+        """``param_options`` of parameter ``i``, as sorted items (checked once)."""
+        if self.param_options is None:
+            return ()
+        if i not in self._base:
+            self._base[i] = _checked_options(self.names[i], self.param_options(self.names[i]))
+        return self._base[i]
+
+    def key(self, statement_key: OptionsKey, i: int) -> tuple:
+        """What groups parameter ``i``: its statement's options and the per-parameter ones they leave."""
+        base = self.base(i)
+        return (statement_key, tuple(self._from_parameter((statement_key, base)).items()) if base else ())
+
+    def options(self, key: tuple, decision: Any) -> dict[str, float]:
+        """The group options of a parameter with ``key``: statement, then per-parameter, then base."""
+        options = group_options(key[0], decision, self.lr, self.weight_decay)
+        options.update(self._from_parameter(key))
+        return options
+
+    def chosen(self, key: tuple, decision: Any) -> dict[str, float]:
+        """Only the options a statement or ``param_options`` set (not the base lr and weight decay)."""
+        options = group_options(key[0], decision, self.lr, None)
+        if not (key[0] and (key[0][0] is not None or key[0][1] is not None)):
+            options.pop("lr", None)
+        options.update(self._from_parameter(key))
+        return options
+
+    @staticmethod
+    def _from_parameter(key: tuple) -> dict[str, float]:
+        """The per-parameter options a statement does not override."""
+        own_lr, lr_scale, own_weight_decay = key[0] or (None, None, None)
+        return {
+            name: value
+            for name, value in key[1]
+            if (name == "lr" and own_lr is None and lr_scale is None)
+            or (name == "weight_decay" and own_weight_decay is None)
+        }
+
+
+def _checked_options(name: str, options: Any) -> tuple:
+    if not isinstance(options, dict) or not set(options) <= set(GroupOptions.KEYS):
+        raise PolicyUsageError(
+            f"param_options({name!r}) returned {options!r}: a dict with the keys lr and/or weight_decay"
+        )
+    for key, value in options.items():
+        valid = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not valid or value < 0 or (key == "lr" and value == 0):
+            raise PolicyUsageError(f"param_options({name!r}) gives {key}={value!r}: not a {key}")
+    return tuple(sorted(options.items()))
+
+
+def transition(held: set[int], previous: Plan, plan: Plan, options: GroupOptions) -> GroupChange:
     """How groups holding ``held`` change from ``previous`` to ``plan``.
 
     Trainable parameters not held join, held ones frozen again leave, and
@@ -70,19 +148,60 @@ def transition(held: set[int], previous: Plan, plan: Plan, lr: float | None, wei
             removed.append(i)
         elif before[i] != deciders[i] and old_keys[before[i]] != keys[deciders[i]]:
             moved.append(i)
+    return _change(plan, options, keys, added, moved, removed)
+
+
+def conform(optimizer: Any, index: dict[int, int], plan: Plan, options: GroupOptions) -> GroupChange:
+    """How an optimizer built elsewhere comes in line with ``plan``: frozen parameters leave, missing trainable
+    ones join, and held ones whose group has other options than a statement or ``param_options`` gives them
+    (an ``lr``, a ``weight_decay``) move. The base lr and weight decay move nothing: the group's own stand."""
+    flags, deciders = plan.param_flags, plan.param_deciders
+    keys = _keys(plan)
+    held: set[int] = set()
+    removed, moved = [], []
+    for group in optimizer.param_groups:
+        for tensor in group["params"]:
+            i = index.get(id(tensor))
+            if i is None:
+                continue
+            held.add(i)
+            if not flags[i]:
+                removed.append(i)
+                continue
+            decider = deciders[i]
+            wanted = options.chosen(options.key(keys[decider], i), _decision(plan, decider))
+            # A group's lr as a scheduler left it is not its base rate: initial_lr is.
+            have = {"lr": group.get("initial_lr", group.get("lr")), "weight_decay": group.get("weight_decay")}
+            if any(have[name] != value for name, value in wanted.items()):
+                moved.append(i)
+    added = [i for i in itertools.compress(range(len(flags)), flags) if i not in held]
+    return _change(plan, options, keys, added, moved, removed)
+
+
+def _change(
+    plan: Plan,
+    options: GroupOptions,
+    keys: dict[int, OptionsKey],
+    added: list[int],
+    moved: list[int],
+    removed: list[int],
+) -> GroupChange:
     removed.sort()
     moved.sort()
-    new_groups: dict[OptionsKey, Group] = {}
+    new_groups: dict[tuple, Group] = {}
     for i in sorted(added + moved):
-        decider = deciders[i]
-        key = keys[decider]
+        decider = plan.param_deciders[i]
+        key = options.key(keys[decider], i)
         if key not in new_groups:
-            decision = plan.statement_decisions[decider] if decider >= 0 else None
-            new_groups[key] = (group_options(key, decision, lr, weight_decay), [])
+            new_groups[key] = (options.options(key, _decision(plan, decider)), [])
         new_groups[key][1].append(i)
     return GroupChange(
         frozenset(removed) | frozenset(moved), tuple(new_groups.values()), tuple(added), tuple(moved), tuple(removed)
     )
+
+
+def _decision(plan: Plan, decider: int) -> Any:
+    return plan.statement_decisions[decider] if decider >= 0 else None
 
 
 def _keys(plan: Plan) -> dict[int, OptionsKey]:
