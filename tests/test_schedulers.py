@@ -116,6 +116,19 @@ def test_the_added_group_has_the_rates_it_would_have_had_from_the_start(name):
         assert math.isclose(lrs[step][1], expected[step][1], rel_tol=1e-9), step
 
 
+@pytest.mark.parametrize("name", SCHEDULERS)
+def test_two_stage_changes_without_a_step_between_keep_every_list_in_step(name):
+    model = tiny()
+    freezer = Freezer(model, POLICY, lr=BASE_LR)
+    optimizer = torch.optim.SGD(freezer.param_groups(), momentum=0.9)
+    scheduler = SCHEDULERS[name](optimizer)
+    freezer.update(optimizer, step=ADDED_AT, scheduler=scheduler)
+    freezer.update(optimizer, step=FROZEN_AT, scheduler=scheduler)
+    assert len(scheduler.get_last_lr()) == len(optimizer.param_groups) == 3
+    base, *added = (group["lr"] for group in optimizer.param_groups)
+    assert added == pytest.approx([SCALE * base] * 2, rel=1e-12)
+
+
 def test_without_the_scheduler_the_added_group_starts_at_the_policy_lr_and_a_warning_says_to_pass_it():
     model = tiny()
     freezer = Freezer(model, POLICY, lr=BASE_LR)

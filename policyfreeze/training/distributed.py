@@ -40,7 +40,7 @@ def is_compiled(model: Any) -> bool:
     """Whether ``model`` is ``torch.compile(model)`` or had ``model.compile()`` called on it."""
     return (
         any(cls.__name__ == "OptimizedModule" for cls in type(model).__mro__)
-        or vars(model).get("_compiled_call_impl") is not None
+        or getattr(model, "__dict__", {}).get("_compiled_call_impl") is not None
     )
 
 

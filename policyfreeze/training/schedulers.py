@@ -134,13 +134,15 @@ def follow(schedulers: list[Any], optimizer: Any, added: list[tuple[int, float]]
             if "momentum" in group and "momentum" in ref:
                 group["momentum"] = ref["momentum"]
         group["lr"] = _added_lr(cosine, ref["lr"], reference, scale)
-    lengths = []
+    lengths: list[tuple[list, int]] = []
+    extended: set[int] = set()  # a SequentialLR's _last_lr is its current child's list: extend it once
     for scheduler in schedulers:
         for part in _parts(scheduler):
             for attribute, how in supported()[type(part)]:
                 values = getattr(part, attribute, None)
-                if values is None:
+                if values is None or id(values) in extended:
                     continue
+                extended.add(id(values))
                 lengths.append((values, len(values)))
                 for index, scale in added:
                     if how == SCALE:
