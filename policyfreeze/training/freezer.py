@@ -78,7 +78,8 @@ class StageChange:
     @property
     def trainable_changed(self) -> bool:
         """Whether the set of trainable parameters changed (a DistributedDataParallel must be rebuilt)."""
-        return bool(self.report.changes)
+        plan = self.report.plan
+        return any(map(operator.ne, plan.start_flags, plan.param_flags))
 
     def __str__(self) -> str:
         report = self.report
@@ -397,7 +398,7 @@ class Freezer:
                 "its schedule (without it they start at the policy's lr and the scheduler may fail on them)",
                 stacklevel=3,
             )
-        self._warn_recompile(at, bool(retrained) or final.module_pins != start.module_pins)
+        stages_compiled = self._warn_recompile(at, bool(retrained) or final.module_pins != start.module_pins)
         reference, scales = self._scales(optimizer, steps, new_groups) if schedulers else (0, [])
         undo = apply_to_optimizer(optimizer, tensors, names, steps)
         try:
@@ -413,6 +414,7 @@ class Freezer:
         self._clear_grads_of_frozen(final)
         if retrained:
             self._wrapper_stale = True
+        self._stages_compiled = stages_compiled
         self._adopt(at, final, groups)
 
         def named(kind: str) -> tuple[str, ...]:
@@ -595,10 +597,13 @@ class Freezer:
             warnings.warn(PolicyWarning(text), stacklevel=stacklevel + 1)
             self._warned.add(key)
 
-    def _warn_recompile(self, at: int, changes_graph: bool) -> None:
-        """Warn once when a compiled model enters more stages than dynamo compiles graphs for."""
+    def _warn_recompile(self, at: int, changes_graph: bool) -> int:
+        """Warn once when a compiled model enters more stages than dynamo compiles graphs for.
+
+        Returns the number of stages compiled once this one is entered.
+        """
         if not (self._compiled and changes_graph):
-            return
+            return self._stages_compiled
         stages = self._stages_compiled + 1
         limit = distributed.recompile_limit()
         if stages > limit:
@@ -610,7 +615,7 @@ class Freezer:
                 stacklevel=4,
                 key="recompile_limit",
             )
-        self._stages_compiled = stages
+        return stages
 
 
 def fingerprint(policy: Policy) -> str:
