@@ -1,4 +1,5 @@
-"""Two real processes (gloo, CPU, loopback): apply before DDP wraps, and stage changes under DDP."""
+"""Two real processes (gloo, CPU, loopback): apply before DDP wraps, and stage changes under DDP
+(the Freezer rebuilds the wrapper it was given; without one a stage change is refused)."""
 
 import gc
 import os
@@ -77,23 +78,22 @@ def check_static_policy(rank: int) -> None:
             assert torch.equal(value, start[name]), name
 
 
-def run_schedule(rank: int, rewrap: bool) -> tuple[dict, dict]:
+def run_schedule(rank: int, wrap) -> tuple[dict, dict]:
+    """Three epochs across the stage change at epoch 1, trained through ``freezer.wrapped`` (or, with
+    ``wrap=False``, through a DDP built once, the pitfall)."""
     model = small_cnn()
-    freezer = policyfreeze.Freezer(model, SCHEDULE, lr=0.1)
+    freezer = policyfreeze.Freezer(model, SCHEDULE, lr=0.1, wrap=wrap)
     optimizer = torch.optim.SGD(freezer.param_groups())
-    ddp = DDP(model)
+    once = DDP(model) if wrap is False else None
     start = snapshot(model)
     for epoch in range(3):
-        if freezer.update(optimizer, epoch=epoch) and rewrap:
-            # DDP fixed the parameters it reduces when it wrapped: wrap again after a stage change.
-            del ddp
-            ddp = DDP(model)
-        train_step(ddp, optimizer, rank, epoch)
+        freezer.update(optimizer, epoch=epoch)
+        train_step(freezer.wrapped if once is None else once, optimizer, rank, epoch)
     return start, snapshot(model)
 
 
 def check_schedule_under_ddp(rank: int) -> None:
-    start, end = run_schedule(rank, rewrap=True)
+    start, end = run_schedule(rank, wrap=DDP)  # the Freezer rebuilds DDP after the stage change
     for name in ("stem.0.weight", "stem.1.running_mean", "stem.1.num_batches_tracked"):
         assert torch.equal(end[name], start[name]), name
     for name in ("block.0.weight", "block.1.running_mean", "head.weight"):
@@ -102,9 +102,26 @@ def check_schedule_under_ddp(rank: int) -> None:
         # Unpinned running statistics are per rank (DDP broadcasts rank 0's before each forward).
         if "running" not in name and "num_batches" not in name:
             assert same_on_every_rank(value), name
-    # The pitfall the recipe avoids: without re-wrapping, block's gradients are never averaged.
-    _, stale = run_schedule(rank, rewrap=False)
+    # The pitfall: a DDP built before the stage change never averages block's gradients.
+    _, stale = run_schedule(rank, wrap=False)
     assert not same_on_every_rank(stale["block.0.weight"])
+
+
+def check_an_unsaid_rewrap_is_refused(rank: int) -> None:
+    """Without wrap=, a stage that changes what trains under a process group is an error, and changes nothing."""
+    model = small_cnn()
+    freezer = policyfreeze.Freezer(model, SCHEDULE, lr=0.1)
+    optimizer = torch.optim.SGD(freezer.param_groups())
+    before = {name: p.requires_grad for name, p in model.named_parameters()}
+    with pytest.raises(policyfreeze.PolicyUsageError) as info:
+        freezer.update(optimizer, epoch=1)
+    assert str(info.value).startswith(
+        "epoch 1 changes which parameters train (4 tensors, block.0.weight first) while a process group of 2 "
+        "ranks is initialised"
+    )
+    assert "wrap=DistributedDataParallel" in str(info.value)
+    assert {name: p.requires_grad for name, p in model.named_parameters()} == before
+    assert freezer.at == 0 and len(optimizer.param_groups) == 1
 
 
 def worker(rank: int, init_file: str) -> None:
@@ -114,6 +131,7 @@ def worker(rank: int, init_file: str) -> None:
     try:
         check_static_policy(rank)
         check_schedule_under_ddp(rank)
+        check_an_unsaid_rewrap_is_refused(rank)
         dist.barrier()  # no rank tears down while the other still communicates
     finally:
         gc.collect()  # DDP wrappers sit in reference cycles that keep the process group's work alive
@@ -166,7 +184,7 @@ def test_fsdp_resolves_through_use_orig_params_and_refuses_apply(tmp_path):
                     policyfreeze.resolve(wrapped, SCHEDULE)
             with pytest.raises(
                 policyfreeze.PolicyError,
-                match="FullyShardedDataParallel, .* apply the policy to the bare model, then wrap",
+                match=r"(?s)FullyShardedDataParallel, .* apply the policy to the bare model, then wrap",
             ):
                 policyfreeze.apply(wrapped, SCHEDULE)
             assert {name: p.requires_grad for name, p in wrapped.named_parameters()} == before

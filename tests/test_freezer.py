@@ -351,8 +351,12 @@ def test_a_changed_policy_is_refused_on_resume():
     )
     model = tiny()
     resumed = Freezer(model, changed)
-    with pytest.warns(PolicyWarning, match="differ from the checkpoint's"):
+    with pytest.warns(PolicyWarning) as caught:
         resumed.load_state_dict(state, allow_policy_change=True)
+    assert [str(w.message).split(":")[0] for w in caught] == [
+        f"resuming a checkpoint of old.freeze (fingerprint {old}) under the changed policy new.freeze ({new})",
+        "under the changed policy the optimizer's parameter groups at epoch 1 differ from the checkpoint's",
+    ]
     assert resumed.at == 1 and flags(model)["2.0.weight"] is True and flags(model)["0.weight"] is False
 
 

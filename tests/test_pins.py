@@ -273,3 +273,78 @@ def test_the_report_shows_pin_changes():
         "  2.1     follows train() → pinned eval  bn.freeze:2 eval type(BatchNorm1d)\n"
     ) in text
     assert "eval pins" not in str(policyfreeze.apply(tiny(), "freeze 2"))
+
+
+# Unpinning follows the parent, however modes were changed ---------------------------------
+
+
+def validate_like_lightning(model: nn.Module) -> None:
+    """What Lightning does around a validation loop: capture every module's mode, eval(), restore by assignment."""
+    captured = {module: module.training for module in model.modules()}
+    model.eval()
+    model(torch.randn(4, 2))
+    for module, mode in captured.items():
+        module.training = mode
+
+
+MODE_CHANGES = {
+    "validation loop": validate_like_lightning,
+    "assignment": lambda model: [setattr(m, "training", True) for m in model.modules() if not pins.is_pinned(m)],
+    "module.apply assigning": lambda model: model.apply(lambda m: setattr(m, "training", True)),
+    "module.apply calling train": lambda model: model.apply(lambda m: m.train()),
+    "a direct eval() on the pinned module, then model.train()": lambda model: (model[2][1].eval(), model.train()),
+}
+
+
+@pytest.mark.parametrize("change", MODE_CHANGES.values(), ids=MODE_CHANGES)
+def test_an_unpinned_module_follows_its_parent_however_modes_changed_meanwhile(change):
+    model = tiny()
+    policyfreeze.apply(model, "eval 2.1")
+    model.train()
+    validate_like_lightning(model)  # leaves the pin's last request at eval
+    change(model)
+    policyfreeze.apply(model, "train 2.1")
+    assert model[2][1].training is True and model[2].training is True
+    model.eval()
+    assert model[2][1].training is False
+    model.train()
+    assert model[2][1].training is True
+
+
+def test_an_unpinned_module_in_an_evaluating_model_evaluates():
+    model = tiny()
+    policyfreeze.apply(model, "eval 2.1")
+    model.train()
+    for module in model.modules():  # a framework switches to eval by assignment
+        module.training = False
+    policyfreeze.apply(model, "train 2.1")
+    assert model[2][1].training is False
+
+
+def test_a_module_unpinned_inside_a_pinned_parent_follows_the_nearest_unpinned_ancestor():
+    model = tiny()
+    policyfreeze.apply(model, "eval 2, 2.1")
+    model.eval()
+    model.training = True  # the root trains again, by assignment
+    policyfreeze.apply(model, "train 2.1")
+    assert model[2].training is False and model[2][1].training is True
+    policyfreeze.apply(model, "eval all; train 2.1")  # every ancestor pinned: the mode last asked for
+    model.train()
+    assert model[2][1].training is True
+
+
+def test_a_freezer_stage_that_unpins_during_training_lets_batchnorm_learn_again():
+    model = tiny()
+    freezer = policyfreeze.Freezer(
+        model, "freeze all; unfreeze 3; eval 2.1\nat epoch 1 { unfreeze 2; train 2.1 }", lr=0.1
+    )
+    optimizer = torch.optim.SGD(freezer.param_groups())
+    bn = model[2][1]
+    model.train()
+    for epoch in range(3):
+        freezer.update(optimizer, epoch=epoch)
+        before = bn.running_mean.clone()
+        model(torch.randn(4, 2)).sum().backward()
+        optimizer.step()
+        assert torch.equal(bn.running_mean, before) is (epoch == 0), epoch
+        validate_like_lightning(model)

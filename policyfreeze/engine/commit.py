@@ -22,10 +22,14 @@ def commit(plan: Plan) -> None:
             attempted += 1
             set_requires_grad(tensors[index], flags[index])
         modules, module_pins = live.modules, plan.module_pins
+        unpinned = []
         for module_id, decider in enumerate(plan.module_deciders):
             if decider >= 0 and pins.is_pinned(modules[module_id]) != module_pins[module_id]:
                 changed_modes.append((modules[module_id], pins.snapshot(modules[module_id])))
                 set_pinned(modules[module_id], module_pins[module_id])
+                if not module_pins[module_id]:
+                    unpinned.append(module_id)
+        pins.follow_parents(live.tree, modules, unpinned)
     except BaseException as exc:
         for index in to_change[:attempted]:
             tensors[index].requires_grad_(not flags[index])

@@ -20,12 +20,23 @@ with ``copy.deepcopy`` and ``pickle``/``torch.save(model)``; it is not module
 state, so ``state_dict()`` neither records nor restores it (like
 ``requires_grad``: re-apply the policy after building a model).
 
+Unpinning (``train S``) gives the module the mode of its nearest ancestor
+that is not pinned, read when the pin is removed (``follow_parents``), not
+the mode some earlier ``train()``/``eval()`` call asked for: frameworks
+change modes by assigning ``.training`` (Lightning restores every module's
+mode that way after a validation loop), and an assignment passes no pin, so
+a remembered request can be stale. After that the module is an ordinary
+module again and follows every ``model.train()``/``eval()``.
+
 Torch-free: ``tree.py`` asks ``is_pinned`` without importing torch.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .tree import ModelTree
 
 #: The attribute a pin shadows.
 PINNED_METHOD = "train"
@@ -36,7 +47,8 @@ class EvalPin:
 
     def __init__(self, module: Any, requested: bool) -> None:
         self.module = module
-        #: The mode the last train()/eval() asked for: the module takes it back when unpinned.
+        #: The mode the last train()/eval() through the pin asked for: what an unpinned module with no
+        #: unpinned ancestor takes back (``follow_parents``).
         self.requested = requested
 
     def __call__(self, mode: bool = True) -> Any:
@@ -63,10 +75,39 @@ def pin(module: Any) -> None:
 
 
 def unpin(module: Any) -> None:
-    """Remove the pin: the module takes the mode the last ``train()``/``eval()`` asked for."""
+    """Remove the pin: the module takes the mode the last ``train()``/``eval()`` through the pin asked for.
+
+    ``follow_parents`` then corrects that to the parent's mode where the model tree is known.
+    """
     held = vars(module).pop(PINNED_METHOD, None)
     if isinstance(held, EvalPin):
         module.training = held.requested
+
+
+def follow_parents(tree: ModelTree, modules: list[Any], unpinned: list[int]) -> None:
+    """Give each module just unpinned (by module id, ascending) the mode of its nearest unpinned ancestor.
+
+    That ancestor's ``.training`` is what the last ``model.train()``/``eval()``
+    or the last assignment left, so the module rejoins its parent however
+    modes were changed while it was pinned. A module whose ancestors are all
+    pinned (or the root) keeps the mode its own pin last saw asked for.
+    Ids ascend in pre-order, so an ancestor unpinned in the same call is
+    settled first.
+    """
+    if not unpinned:
+        return
+    ids = {name: module_id for module_id, name in enumerate(tree.module_names)}
+    for module_id, aliases in enumerate(tree.module_aliases):
+        ids.update(dict.fromkeys(aliases, module_id))
+    for module_id in unpinned:
+        module = modules[module_id]
+        name = tree.module_names[module_id]
+        while name:
+            name = name.rpartition(".")[0]
+            parent = modules[ids[name]]
+            if not is_pinned(parent):
+                module.training = parent.training
+                break
 
 
 def snapshot(module: Any) -> tuple[EvalPin | None, bool]:

@@ -4,8 +4,9 @@ Wrapper modules (DDP, DataParallel, ``torch.compile``, FSDP, activation
 checkpointing) are transparent: they add no node and no name segment. FSDP
 without ``use_orig_params`` is refused: it replaced the parameters with one
 flat parameter, and their names are gone. Wrappers that fix what trains when
-they wrap (DDP, FSDP) are refused before a policy is applied
-(``refuse_distributed``).
+they wrap (DDP, FSDP1) are refused before a policy is applied
+(``refuse_distributed``); FSDP2 (``fully_shard``) adds no wrapper and keeps
+every name, so a policy applies to a sharded model as to the bare one.
 
 Torch is imported only to read class hierarchies, on first use.
 """
@@ -47,23 +48,33 @@ WRAPPERS = {
 }
 
 
-#: Wrappers that fix at construction what trains: a policy is applied before them.
+#: Wrappers that fix at construction what trains (what they fix, and what to do instead). FSDP2's
+#: ``fully_shard`` is not one: it follows ``requires_grad`` as it changes, so a policy applies before or after it.
 FIXING_WRAPPERS = {
-    "DistributedDataParallel": "its gradient hooks",
-    "FullyShardedDataParallel": "its gradient sharding",
+    "DistributedDataParallel": (
+        "its gradient hooks",
+        "apply the policy to the bare model, then wrap it; for a schedule, let the Freezer rebuild the wrapper: "
+        "Freezer(model, policy, wrap=DistributedDataParallel)",
+    ),
+    "FullyShardedDataParallel": (
+        "its gradient sharding",
+        "apply the policy to the bare model, then wrap it; or shard with FSDP2's fully_shard, which a policy "
+        "and a Freezer follow before or after sharding",
+    ),
 }
 
 
 def refuse_distributed(model: Any) -> None:
-    """DDP and FSDP fix what trains when they wrap: a policy must be applied before."""
+    """DDP and FSDP1 fix what trains when they wrap: a policy must be applied before."""
     module = model
     while True:
         names = [cls.__name__ for cls in type(module).__mro__]
         fixing = next((name for name in names if name in FIXING_WRAPPERS), None)
         if fixing is not None:
+            fixed, advice = FIXING_WRAPPERS[fixing]
             raise PolicyUsageError(
-                f"the model is already wrapped in {fixing}, which fixed {FIXING_WRAPPERS[fixing]} "
-                "when it wrapped: apply the policy to the bare model, then wrap it",
+                f"the model is already wrapped in {fixing}, which fixed {fixed} when it wrapped",
+                help=advice,
             )
         attribute = next((WRAPPERS[n] for n in names if n in WRAPPERS), None)
         inner = getattr(module, "_modules", {}).get(attribute) if attribute else None

@@ -1,43 +1,71 @@
-"""Schedules in a training loop (spec §5): the ``Freezer``.
+"""Schedules in a training loop: the ``Freezer``.
 
 At each epoch (or step) boundary ``Freezer.update`` applies the stage in
-force and keeps the optimizer holding exactly the trainable parameters:
+force, and at the end of each phase ``Freezer.advance`` moves to the next
+one; both keep the optimizer holding exactly the trainable parameters:
 newly trainable ones join as new parameter groups with their ``with``
 options (as Lightning's ``unfreeze_and_add_param_group`` does), parameters
-frozen again leave it (their state with them), and a parameter whose options
-change moves to a new group (its state stays). No tensor is ever held twice.
+frozen again leave it (their state and ``.grad`` with them), and a parameter
+whose options change moves to a new group (its state stays). No tensor is
+ever held twice. Given the learning-rate scheduler, added groups follow its
+schedule (``schedulers.py``).
 
 Crossing several milestones at once replays them one by one, so the groups
 come out exactly as an uninterrupted run builds them; that is what makes a
 resumed run's optimizer checkpoint load into the groups it was saved from.
+
+A stage change evaluates only the statements its blocks add
+(``engine.resolve.advance``) on the tree walked when the Freezer was made;
+the model is walked again only when its parameters were replaced
+(``structure.py``).
 """
 
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import hashlib
+import itertools
 import json
+import operator
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ..engine.commit import commit
-from ..engine.groups import check_base, layout
-from ..engine.resolve import Plan, coerce_policy, resolve, stage_at
-from ..errors import PolicyUsageError, PolicyWarning
+from ..engine.groups import check_base
+from ..engine.resolve import Plan, advance, coerce_policy, resolve, stage_at
+from ..errors import PolicyError, PolicyUsageError, PolicyWarning
 from ..language.policy import Policy
-from ..model.walk import refuse_distributed
+from ..model.walk import LiveModel, refuse_distributed, walk
 from ..report.report import Report
+from . import distributed
 from .optimizer import check_is_optimizer
-from .regroup import Group, GroupChange, apply_to_optimizer, held_by, names_in, regroup, tensors_by_name, transition
+from .regroup import (
+    Group,
+    GroupChange,
+    GroupOptions,
+    apply_to_optimizer,
+    conform,
+    held_by,
+    ids_in,
+    regroup,
+    transition,
+)
+from .schedulers import check_schedulers, follow, schedulers_of
+from .state import STATE_VERSION, validate_state
+from .structure import Structure
 
-STATE_VERSION = 1
+__all__ = ["STATE_VERSION", "Freezer", "StageChange", "fingerprint"]
+
+Wrap = Callable[[Any], Any]
 
 
 @dataclass(frozen=True)
 class StageChange:
-    """What one ``update`` changed: the model (``report``) and the optimizer."""
+    """What one stage change did: to the model (``report``) and to the optimizer (parameter names)."""
 
     unit: str
     at: int
@@ -46,6 +74,12 @@ class StageChange:
     moved: tuple[str, ...]
     removed: tuple[str, ...]
     new_groups: int
+
+    @property
+    def trainable_changed(self) -> bool:
+        """Whether the set of trainable parameters changed (a DistributedDataParallel must be rebuilt)."""
+        plan = self.report.plan
+        return any(map(operator.ne, plan.start_flags, plan.param_flags))
 
     def __str__(self) -> str:
         report = self.report
@@ -66,14 +100,21 @@ class Freezer:
 
         freezer = policyfreeze.Freezer(model, Path("policies/gradual.freeze"), lr=1e-3)
         optimizer = torch.optim.AdamW(freezer.param_groups())
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
         for epoch in range(start, epochs):
-            if change := freezer.update(optimizer, epoch=epoch):
+            if change := freezer.update(optimizer, epoch=epoch, scheduler=scheduler):
                 print(change)
             ...
 
     Construction applies stage 0. ``lr`` is the base learning rate
     (``lr_scale`` multiplies it); ``weight_decay`` applies where no statement
     sets one; either left out means the optimizer's default.
+    ``param_options(name)`` gives per-parameter defaults under the policy's
+    own options (``{"weight_decay": 0.0}`` for biases and norms, as the
+    Hugging Face Trainer groups them). ``wrap`` builds the
+    DistributedDataParallel (or other) wrapper that ``wrapped`` returns, again
+    after each stage that changes what trains; ``wrap=False`` says no such
+    wrapper needs rebuilding.
     """
 
     def __init__(
@@ -83,157 +124,450 @@ class Freezer:
         *,
         lr: float | None = None,
         weight_decay: float | None = None,
+        wrap: Wrap | Literal[False] | None = None,
+        param_options: Callable[[str], dict] | None = None,
     ) -> None:
         refuse_distributed(model)
         self.model = model
         self.policy = coerce_policy(policy)
         check_base(lr, weight_decay)
+        if param_options is not None and not callable(param_options):
+            raise PolicyUsageError(
+                f"param_options is a function of a parameter name, not {type(param_options).__name__}"
+            )
+        if wrap is not None and wrap is not False and not callable(wrap):
+            raise PolicyUsageError(
+                f"wrap is a function that wraps the model (such as DistributedDataParallel), "
+                f"or False, not {type(wrap).__name__}"
+            )
         self.lr = lr
         self.weight_decay = weight_decay
         self._require_base_lr()
+        self._wrap = wrap
+        self._wrapper: Any = None
+        self._wrapper_stale = True
         self._warned: set[str] = set()
-        #: The epoch (or step) of the last update: the stage in force is the one at ``at``.
+        self._plan: Plan
+        self._groups: list[Group]
+        self._compiled = distributed.is_compiled(model)
+        self._stages_compiled = 1
+        #: The epoch, step or phase reached: the stage in force is the one at ``at``.
         self.at = 0
-        plan = self._resolve(0)
+        plan = resolve(model, self.policy, **({self.policy.unit: 0} if self.policy.unit else {}))
+        self._warn(plan.warnings, stacklevel=2)
+        self._options = GroupOptions(plan.tree.param_names, lr, weight_decay, param_options)
+        first = transition(set(), plan, plan, self._options)  # checks param_options before any change
         commit(plan)
-        self._adopt(0, plan, layout(plan, lr, weight_decay))
+        self._structure = Structure.of(plan.live_model())
+        #: stage 0, where ``align`` replays from
+        self._origin = plan
+        self._adopt(0, plan, regroup([], [first]))
 
     @property
     def unit(self) -> str:
+        """What the policy counts: ``epoch``, ``step`` or ``phase`` (``epoch`` for a policy without schedule)."""
         return self.policy.unit or "epoch"
+
+    @property
+    def next_stage(self) -> int | None:
+        """The next epoch, step or phase at which the policy changes; None after the last."""
+        milestones = self.policy.milestones
+        index = bisect.bisect_right(milestones, self.at)
+        return milestones[index] if index < len(milestones) else None
 
     def param_groups(self) -> list[dict]:
         """Optimizer parameter groups for the current stage, laid out as an uninterrupted run has them.
 
-        Build the optimizer from these (after ``load_state_dict`` when resuming).
+        Build the optimizer from these (after ``load_state_dict`` when
+        resuming, after ``fully_shard`` when sharding): they hold the
+        model's parameters as they are now.
         """
-        tensors = tensors_by_name(self._plan)
-        return [{"params": [tensors[name] for name in names], **options} for options, names in self._groups]
+        tensors = self._live().tensors
+        return [{"params": [tensors[i] for i in ids], **options} for options, ids in self._groups]
 
-    def update(self, optimizer: Any, *, epoch: int | None = None, step: int | None = None) -> StageChange | None:
+    def update(
+        self,
+        optimizer: Any,
+        *,
+        epoch: int | None = None,
+        step: int | None = None,
+        scheduler: Any = None,
+    ) -> StageChange | None:
         """Apply the stage in force at ``epoch`` (or ``step``) and bring ``optimizer`` in line.
 
         Call it at every boundary; it does nothing (and returns None) unless a
-        milestone was crossed. All-or-nothing: on an error neither the model
-        nor the optimizer changes.
+        milestone was crossed. ``scheduler`` (a torch LR scheduler, or a list
+        of them, on ``optimizer``) makes added groups follow its schedule.
+        All-or-nothing: on an error neither the model, the optimizer nor the
+        scheduler changes.
         """
+        if self.policy.unit == "phase":
+            raise PolicyUsageError(
+                f"{self.policy.source.name} advances by phase: call freezer.advance(optimizer) when a phase "
+                "ends, not update()"
+            )
         if epoch is None and step is None:
             raise PolicyUsageError(f"update() needs the {self.unit}: update(optimizer, {self.unit}=N)")
-        check_is_optimizer(optimizer)
-        at = stage_at(self.policy, epoch, step)
-        plans = self._plans_until(at)
-        if not plans:
-            self.at = at
+        return self._move_to(stage_at(self.policy, epoch, step), optimizer, scheduler)
+
+    def advance(self, optimizer: Any, *, scheduler: Any = None) -> StageChange | None:
+        """Move to the next phase of an ``at phase N`` policy and bring ``optimizer`` in line.
+
+        The next phase is the next N with a block (``next_stage``); after the
+        last one it does nothing and returns None. ``scheduler`` as for
+        ``update``.
+        """
+        if self.policy.unit not in (None, "phase"):
+            raise PolicyUsageError(
+                f"{self.policy.source.name} schedules by {self.policy.unit}: "
+                f"update(optimizer, {self.policy.unit}=N) at every boundary; advance() moves `at phase` policies"
+            )
+        following = self.next_stage
+        if following is None:
             return None
-        final = plans[-1]
-        groups = regroup(self._groups, self._steps(names_in(self._groups), plans))
-        steps = self._steps(held_by(optimizer, final), plans)
-        undo = apply_to_optimizer(optimizer, final, steps)
+        return self._move_to(following, optimizer, scheduler)
+
+    def align(self, optimizer: Any, *, scheduler: Any = None) -> None:
+        """Bring an optimizer built elsewhere in line with the stage reached; call it right after building it.
+
+        For optimizers a framework builds from the model (Lightning's
+        ``configure_optimizers`` returning ``AdamW(self.parameters())`` or
+        only the trainable ones; a Trainer's own): frozen parameters leave
+        (their state too), missing trainable ones join in new groups, and
+        parameters whose group has other options than a statement (or
+        ``param_options``) gives them move to new groups; the groups' own lr
+        and weight decay stand for the base ones. The groups are laid out as
+        a run that began with this optimizer at stage 0 and changed stage as
+        this Freezer did, so an optimizer rebuilt on resume, aligned after
+        ``load_state_dict``, takes the saved optimizer state. ``scheduler``
+        as for ``update``. Tensors that are not the model's are left alone.
+        """
+        check_is_optimizer(optimizer)
+        schedulers = schedulers_of(scheduler)
+        check_schedulers(schedulers, optimizer)
+        live = self._live()
+        index = self._structure.index
+        first = conform(optimizer, index, self._origin, self._options)
+        held = (held_by(optimizer, index) - first.drop) | {i for _, ids in first.new_groups for i in ids}
+        plans, plan = [], self._origin
+        for milestone in self.policy.milestones[: bisect.bisect_right(self.policy.milestones, self.at)]:
+            plan = advance(plan, milestone)
+            plans.append(plan)
+        steps = [first, *self._steps(held, plans, self._origin)]
+        new_groups = [options for step in steps for options, _ in step.new_groups]
+        reference, scales = self._scales(optimizer, steps, new_groups) if schedulers else (0, [])
+        undo = apply_to_optimizer(optimizer, live.tensors, self._plan.tree.param_names, steps)
         try:
-            commit(final)
+            follow(schedulers, optimizer, scales, reference)
         except BaseException:
             undo()
             raise
-        self._adopt(at, final, groups)
-        return StageChange(
-            self.unit,
-            at,
-            self.report,
-            added=tuple(name for step in steps for name in step.added),
-            moved=tuple(name for step in steps for name in step.moved),
-            removed=tuple(name for step in steps for name in step.removed),
-            new_groups=sum(len(step.new_groups) for step in steps),
-        )
+
+    @property
+    def wrapped(self) -> Any:
+        """``wrap(model)``: built on first use, and again on the first use after a stage changed what trains.
+
+        The old wrapper's gradient hooks are removed first. Every rank must
+        ask at the same point (building a DistributedDataParallel is collective).
+        """
+        if not callable(self._wrap):
+            raise PolicyUsageError(
+                "this Freezer wraps nothing: pass the wrapper, Freezer(model, policy, wrap=DistributedDataParallel)"
+            )
+        if self._wrapper is None or self._wrapper_stale:
+            if self._wrapper is not None:
+                distributed.release(self._wrapper)
+                self._wrapper = None
+            self._wrapper = self._wrap(self.model)
+            self._wrapper_stale = False
+        return self._wrapper
 
     # Checkpoints ------------------------------------------------------------
 
     def state_dict(self) -> dict:
         """The stage reached, the policy's fingerprint and the group layout: plain data for ``torch.save``."""
+        names = self._plan.tree.param_names
         return {
             "version": STATE_VERSION,
             "policy": self.policy.source.name,
             "fingerprint": fingerprint(self.policy),
             "unit": self.policy.unit,
             "at": self.at,
-            "groups": [{"params": list(names), **options} for options, names in self._groups],
+            "groups": [{"params": [names[i] for i in ids], **options} for options, ids in self._groups],
         }
 
     def load_state_dict(self, state: dict, *, allow_policy_change: bool = False) -> None:
         """Resume: apply the saved stage to the model and lay the groups out as the saved run had them.
 
         Then build the optimizer from ``param_groups()`` and load its state.
-        A policy that differs from the checkpoint's is an error unless
-        ``allow_policy_change``; the stage is then resolved under the new
-        policy (and a warning says when its groups no longer match the saved
-        optimizer state).
+        The whole state is checked first; a policy that differs from the
+        checkpoint's is an error unless ``allow_policy_change``, and the stage
+        is then resolved under the new policy, with a warning (and one more
+        when its groups or their options no longer match the saved ones).
         """
-        _check_state(state)
-        saved, current = state["fingerprint"], fingerprint(self.policy)
-        changed = saved != current
+        saved = validate_state(state)
+        current = fingerprint(self.policy)
+        changed = saved.fingerprint != current
         if changed and not allow_policy_change:
             raise PolicyUsageError(
-                f"the policy changed since the checkpoint: it was saved under {state['policy']} "
-                f"(fingerprint {saved[:12]}), this Freezer runs {self.policy.source.name} ({current[:12]})",
+                f"the policy changed since the checkpoint: it was saved under {saved.policy} "
+                f"(fingerprint {saved.fingerprint[:12]}), this Freezer runs {self.policy.source.name} "
+                f"({current[:12]})",
                 help="resume with the policy the run started with, or pass allow_policy_change=True "
                 "to continue at the saved stage under the new policy",
             )
-        if state["unit"] is not None and self.policy.unit is not None and state["unit"] != self.policy.unit:
+        if saved.unit is not None and self.policy.unit is not None and saved.unit != self.policy.unit:
             raise PolicyUsageError(
-                f"the checkpoint counts {state['unit']}s but {self.policy.source.name} schedules by {self.policy.unit}"
+                f"the checkpoint counts {saved.unit}s but {self.policy.source.name} schedules by {self.policy.unit}"
             )
-        plans = self._plans_until(state["at"])
-        groups = regroup(self._groups, self._steps(names_in(self._groups), plans))
-        if [names for _, names in groups] != [list(group["params"]) for group in state["groups"]]:
+        self._live()
+        plans = self._plans_until(saved.at)
+        groups = regroup(self._groups, self._steps(ids_in(self._groups), plans))
+        names = self._plan.tree.param_names
+        here = [([names[i] for i in ids], options) for options, ids in groups]
+        there = [(group.params, group.options()) for group in saved.groups]
+        findings = [finding for plan in plans for finding in plan.warnings]
+        notes = []
+        if changed:
+            notes.append(
+                f"resuming a checkpoint of {saved.policy} (fingerprint {saved.fingerprint[:12]}) under the changed "
+                f"policy {self.policy.source.name} ({current[:12]}): {self.unit} {saved.at} is resolved under the "
+                "new policy"
+            )
+        if [params for params, _ in here] != [params for params, _ in there]:
             if not changed:
                 raise PolicyUsageError(
                     "the checkpoint's optimizer groups hold other parameters than this policy gives this model: "
                     "was it saved for a different model?"
                 )
-            warnings.warn(
-                PolicyWarning(
-                    f"under the changed policy the optimizer's parameter groups at {self.unit} {state['at']} "
-                    "differ from the checkpoint's: build a fresh optimizer from freezer.param_groups() "
-                    "instead of loading the saved optimizer state"
-                ),
-                stacklevel=2,
+            notes.append(
+                f"under the changed policy the optimizer's parameter groups at {self.unit} {saved.at} "
+                "differ from the checkpoint's: build a fresh optimizer from freezer.param_groups() "
+                "instead of loading the saved optimizer state"
             )
+        elif differing := [index for index, (a, b) in enumerate(zip(here, there)) if a[1] != b[1]]:
+            first = differing[0]
+            notes.append(
+                f"the optimizer options at {self.unit} {saved.at} differ from the checkpoint's "
+                f"(group {first}: {_options(here[first][1])} here, {_options(there[first][1])} saved"
+                f"{f', and {len(differing) - 1} more groups' if len(differing) > 1 else ''}): "
+                "optimizer.load_state_dict would restore the saved ones; to train with these, set them on the "
+                "loaded optimizer's groups or build a fresh optimizer from freezer.param_groups()"
+            )
+        self._warn(findings, stacklevel=2)
+        for note in notes:
+            warnings.warn(PolicyWarning(note), stacklevel=2)
         if plans:
-            commit(plans[-1])
-            self._adopt(state["at"], plans[-1], groups)
-        self.at = state["at"]
+            final = self._combined(plans)
+            commit(final)
+            self._clear_grads_of_frozen(final)
+            if final.changed:
+                self._wrapper_stale = True
+            self._adopt(saved.at, final, groups)
+        self.at = saved.at
 
     # Internals --------------------------------------------------------------
 
-    def _resolve(self, at: int) -> Plan:
-        return (
-            resolve(self.model, self.policy, **{self.unit: at})
-            if self.policy.unit
-            else resolve(self.model, self.policy)
+    def _move_to(self, at: int, optimizer: Any, scheduler: Any) -> StageChange | None:
+        check_is_optimizer(optimizer)
+        schedulers = schedulers_of(scheduler)
+        check_schedulers(schedulers, optimizer)
+        if not self._crossed(at):
+            self._check_forward(at)
+            self.at = at
+            return None
+        live = self._live()
+        plans = self._plans_until(at)
+        start, final = self._plan, self._combined(plans)
+        tensors, names = live.tensors, self._plan.tree.param_names
+        held = held_by(optimizer, self._structure.index)
+        self._check_holds(held, start)
+        steps = self._steps(held, plans)
+        groups = regroup(self._groups, self._steps(ids_in(self._groups), plans))
+        retrained = list(
+            itertools.compress(range(len(tensors)), map(operator.ne, start.param_flags, final.param_flags))
+        )
+        # Everything that can refuse or warn does so before anything changes.
+        self._refuse_unwrapped(at, tensors, retrained)
+        self._warn(final.warnings, stacklevel=3)
+        new_groups = [options for step in steps for options, _ in step.new_groups]
+        if new_groups and not schedulers and any("initial_lr" in group for group in optimizer.param_groups):
+            self._warn_once(
+                "the optimizer's groups carry initial_lr, so an LR scheduler drives them: pass it, "
+                "freezer.update(optimizer, ..., scheduler=scheduler), so the groups the Freezer adds follow "
+                "its schedule (without it they start at the policy's lr and the scheduler may fail on them)",
+                stacklevel=3,
+            )
+        stages_compiled = self._warn_recompile(at, bool(retrained) or final.module_pins != start.module_pins)
+        reference, scales = self._scales(optimizer, steps, new_groups) if schedulers else (0, [])
+        undo = apply_to_optimizer(optimizer, tensors, names, steps)
+        try:
+            undo_schedulers = follow(schedulers, optimizer, scales, reference)
+            try:
+                commit(final)
+            except BaseException:
+                undo_schedulers()
+                raise
+        except BaseException:
+            undo()
+            raise
+        self._clear_grads_of_frozen(final)
+        if retrained:
+            self._wrapper_stale = True
+        self._stages_compiled = stages_compiled
+        self._adopt(at, final, groups)
+
+        def named(kind: str) -> tuple[str, ...]:
+            return tuple(names[i] for step in steps for i in getattr(step, kind))
+
+        return StageChange(
+            self.unit,
+            at,
+            self.report,
+            added=named("added"),
+            moved=named("moved"),
+            removed=named("removed"),
+            new_groups=len(new_groups),
         )
 
-    def _plans_until(self, at: int) -> list[Plan]:
-        """The plan of each milestone after the current one up to ``at``, in order (pure)."""
+    def _crossed(self, at: int) -> bool:
+        milestones = self.policy.milestones
+        return bisect.bisect_right(milestones, at) > bisect.bisect_right(milestones, self.at)
+
+    def _check_forward(self, at: int) -> None:
         if at < self.at:
             raise PolicyUsageError(
                 f"{self.unit} {at} is before {self.unit} {self.at}, where this Freezer already is: it only moves forward",
                 help="to start a schedule over, make a new Freezer",
             )
+
+    def _plans_until(self, at: int) -> list[Plan]:
+        """The plan of each milestone after the current one up to ``at``, in order (pure).
+
+        Each is resolved from the one before, evaluating only the statements its blocks add.
+        """
+        self._check_forward(at)
         milestones = self.policy.milestones
         crossed = milestones[bisect.bisect_right(milestones, self.at) : bisect.bisect_right(milestones, at)]
-        return [self._resolve(milestone) for milestone in crossed]
+        plans, plan = [], self._plan
+        for milestone in crossed:
+            plan = advance(plan, milestone)
+            if plan.errors:
+                raise PolicyError.collect(list(plan.errors))
+            plans.append(plan)
+        return plans
 
-    def _steps(self, held: set[str], plans: list[Plan]) -> list[GroupChange]:
-        """Each milestone's effect on groups that now hold ``held`` (pure)."""
-        previous, steps = self._plan, []
+    def _combined(self, plans: list[Plan]) -> Plan:
+        """The last plan, as a change from the current stage: its report shows everything the milestones did."""
+        return dataclasses.replace(
+            plans[-1],
+            start_flags=self._plan.param_flags,
+            start_pins=self._plan.module_pins,
+            warnings=tuple(finding for plan in plans for finding in plan.warnings),
+        )
+
+    def _steps(self, held: set[int], plans: list[Plan], previous: Plan | None = None) -> list[GroupChange]:
+        """Each milestone's effect on groups that hold ``held`` at ``previous`` (default: now) (pure)."""
+        previous, steps = previous or self._plan, []
         for plan in plans:
-            step = transition(held, previous, plan, self.lr, self.weight_decay)
-            held = (held - step.drop) | {name for _, names in step.new_groups for name in names}
+            step = transition(held, previous, plan, self._options)
+            held = (held - step.drop) | {i for _, ids in step.new_groups for i in ids}
             steps.append(step)
             previous = plan
         return steps
 
+    def _live(self) -> LiveModel:
+        """The model's tensors and modules now: walked again only if its parameters or modules were replaced."""
+        live = self._plan.live_model()
+        if self._structure.unchanged():
+            return live
+        fresh = walk(self.model)
+        old, new = self._plan.tree, fresh.tree
+        same = (old.param_names, old.param_aliases, old.module_names, old.module_aliases) == (
+            new.param_names,
+            new.param_aliases,
+            new.module_names,
+            new.module_aliases,
+        )
+        if not same:
+            raise PolicyUsageError(
+                "the model's modules or parameters were renamed, added or removed since the Freezer was made: "
+                "its stages were resolved for the model as it was",
+                help="change the model first (add adapters, swap layers), then make the Freezer; "
+                "replacing parameters under the same names (fully_shard) is fine",
+            )
+        self._plan = dataclasses.replace(self._plan, tree=new, live=fresh)
+        self._origin = dataclasses.replace(self._origin, tree=new, live=fresh)
+        self._structure = Structure.of(fresh)
+        return fresh
+
+    def _check_holds(self, held: set[int], plan: Plan) -> None:
+        if held or not any(plan.param_flags):
+            return
+        trainable = plan.trainable
+        if trainable:
+            raise PolicyUsageError(
+                f"the optimizer holds none of the {len(trainable):,} parameters that train now "
+                f"({', '.join(trainable[:3])}{', ...' if len(trainable) > 3 else ''}): it was built from other "
+                "tensors, such as the parameters before fully_shard replaced them, and would train nothing",
+                help="build the optimizer from freezer.param_groups() (after sharding, if the model is sharded)",
+            )
+
+    def _refuse_unwrapped(self, at: int, tensors: list[Any], retrained: list[int]) -> None:
+        """A stage that changes what trains under several processes needs DDP rebuilt: say how, or refuse."""
+        if self._wrap is not None or not retrained:
+            return
+        ranks = distributed.world_size()
+        if ranks == 1 or all(distributed.sharded(tensors[i]) for i in retrained):
+            return
+        names = self._plan.tree.param_names
+        raise PolicyUsageError(
+            f"{self.unit} {at} changes which parameters train ({_count(len(retrained), 'tensor')}, "
+            f"{names[retrained[0]]} first) while a process group of {ranks} ranks is initialised: a "
+            "DistributedDataParallel built before the change never averages the gradients of parameters "
+            "unfrozen after it, so the ranks drift apart",
+            help="let the Freezer rebuild the wrapper, Freezer(model, policy, wrap=DistributedDataParallel), and "
+            "train freezer.wrapped; or pass wrap=False if no DDP wraps this model",
+        )
+
+    def _scales(
+        self, optimizer: Any, steps: list[GroupChange], new_groups: list[dict]
+    ) -> tuple[int, list[tuple[int, float]]]:
+        """The reference group and, for each group the steps add, its index and scale against the reference.
+
+        The reference is the first optimizer group holding a parameter of
+        the model that stays in it, with the learning rate the policy gave
+        that parameter; with none, group 0 with its ``initial_lr`` (as if the
+        added groups had been there when the scheduler was built).
+        """
+        default_lr = optimizer.defaults.get("lr")
+        dropped = set().union(*(step.drop for step in steps))
+        index = self._structure.index
+        reference, reference_lr = 0, None
+        for group_index, group in enumerate(optimizer.param_groups):
+            kept = next(
+                (i for i in map(index.get, map(id, group["params"])) if i is not None and i not in dropped), None
+            )
+            if kept is not None:
+                options = next((options for options, ids in self._groups if kept in ids), None)
+                if options is not None:
+                    reference, reference_lr = group_index, options.get("lr", default_lr)
+                    break
+        if not reference_lr and optimizer.param_groups:
+            group = optimizer.param_groups[0]
+            reference, reference_lr = 0, group.get("initial_lr", group["lr"])
+        first = len(optimizer.param_groups)
+        added = [(first + k, options.get("lr", default_lr) / reference_lr) for k, options in enumerate(new_groups)]
+        return reference, added
+
+    def _clear_grads_of_frozen(self, plan: Plan) -> None:
+        """A parameter frozen again drops its ``.grad``: no optimizer or weight decay can act on a stale one."""
+        tensors = plan.live_model().tensors
+        frozen_now = map(operator.and_, plan.start_flags, map(operator.not_, plan.param_flags))
+        for i in itertools.compress(range(len(tensors)), frozen_now):
+            tensors[i].grad = None
+
     def _adopt(self, at: int, plan: Plan, groups: list[Group]) -> None:
-        self._warn(plan)
         self.at = at
         self._plan = plan
         self._groups = groups
@@ -250,12 +584,38 @@ class Freezer:
                     help="pass it: Freezer(model, policy, lr=...)",
                 )
 
-    def _warn(self, plan: Plan) -> None:
-        for finding in plan.warnings:
-            text = str(finding)
-            if text not in self._warned:
-                self._warned.add(text)
-                warnings.warn(PolicyWarning(text), stacklevel=4)
+    def _warn(self, findings: tuple[PolicyError, ...] | list[PolicyError], *, stacklevel: int) -> None:
+        """Issue each finding once per Freezer; ``stacklevel`` as if the caller called ``warnings.warn``."""
+        for finding in findings:
+            self._warn_once(str(finding), stacklevel=stacklevel + 1)
+
+    def _warn_once(self, text: str, *, stacklevel: int, key: str | None = None) -> None:
+        """Warn unless this text (or ``key``) was warned of before."""
+        key = key or text
+        if key not in self._warned:
+            # Marked only once issued: under warnings-as-errors a retry raises again.
+            warnings.warn(PolicyWarning(text), stacklevel=stacklevel + 1)
+            self._warned.add(key)
+
+    def _warn_recompile(self, at: int, changes_graph: bool) -> int:
+        """Warn once when a compiled model enters more stages than dynamo compiles graphs for.
+
+        Returns the number of stages compiled once this one is entered.
+        """
+        if not (self._compiled and changes_graph):
+            return self._stages_compiled
+        stages = self._stages_compiled + 1
+        limit = distributed.recompile_limit()
+        if stages > limit:
+            self._warn_once(
+                f"{self.unit} {at} is stage {stages} of a torch.compile'd model: dynamo compiles the model once per "
+                f"set of requires_grad flags and stops at torch._dynamo.config.recompile_limit = {limit}, running "
+                "the rest in eager mode; raise it before training, "
+                f"torch._dynamo.config.recompile_limit = {2 * len(self.policy.milestones) + 2}",
+                stacklevel=4,
+                key="recompile_limit",
+            )
+        return stages
 
 
 def fingerprint(policy: Policy) -> str:
@@ -279,14 +639,5 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def _check_state(state: Any) -> None:
-    keys = {"version", "policy", "fingerprint", "unit", "at", "groups"}
-    if not isinstance(state, dict) or not keys <= state.keys():
-        raise PolicyUsageError("not a Freezer state: pass what Freezer.state_dict() returned")
-    if state["version"] != STATE_VERSION:
-        raise PolicyUsageError(
-            f"Freezer state version {state['version']!r} is not supported (this release reads {STATE_VERSION})"
-        )
-    at = state["at"]
-    if isinstance(at, bool) or not isinstance(at, int) or at < 0:
-        raise PolicyUsageError(f"not a Freezer state: 'at' is {at!r}")
+def _options(options: dict) -> str:
+    return ", ".join(f"{key}={value:g}" for key, value in options.items()) or "the optimizer's defaults"
