@@ -22,6 +22,7 @@ import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import PolicyError, PolicyUsageError
 from .grammar import Comment, split_comments
@@ -82,7 +83,7 @@ def format_source(source: Source) -> str:
 # --- selectors ----------------------------------------------------------------
 
 # Binding strength: except binds loosest, then ',', then '&'; atoms bind tightest.
-_LEVEL = {DifferenceSelector: 0, UnionSelector: 1, IntersectionSelector: 2}
+_LEVEL: dict[type, int] = {DifferenceSelector: 0, UnionSelector: 1, IntersectionSelector: 2}
 _ATOM = 3
 
 
@@ -110,7 +111,7 @@ def selector_text(selector) -> str:
     raise TypeError(f"not a selector: {selector!r}")
 
 
-def _operand(selector, level: int) -> str:
+def _operand(selector: Any, level: int) -> str:
     text = selector_text(selector)
     return f"({text})" if _LEVEL.get(type(selector), _ATOM) < level else text
 

@@ -82,7 +82,7 @@ def parse_with_comments(source: Source) -> tuple[Policy, list[Comment]]:
         raise source.error(
             PolicySyntaxError,
             f"selectors nested deeper than {grammar.MAX_NESTING} brackets",
-            exc.token.start_pos,
+            exc.token.start_pos or 0,
             exc.token.end_pos,
             help="split the statement into several statements",
         ) from None

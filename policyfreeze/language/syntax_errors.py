@@ -28,7 +28,7 @@ def explain(source: Source, text: str, exc: lark.exceptions.UnexpectedInput) -> 
     if isinstance(exc, lark.exceptions.UnexpectedEOF) or (
         isinstance(exc, lark.exceptions.UnexpectedToken) and exc.token.type == "$END"
     ):
-        return _end_of_file(source, text, _acceptable(exc, set(exc.expected)))
+        return _end_of_file(source, text, _acceptable(exc, set(getattr(exc, "expected", ()))))
 
     offset = exc.pos_in_stream or 0
     if isinstance(exc, lark.exceptions.UnexpectedCharacters):
@@ -43,7 +43,7 @@ def explain(source: Source, text: str, exc: lark.exceptions.UnexpectedInput) -> 
                 help="a policy is plain UTF-8 text; a NUL byte often means a binary or UTF-16 file",
             )
     else:
-        expected = set(exc.expected)
+        expected = set(getattr(exc, "expected", ()))
     cut = _is_word_char(text[offset : offset + 1]) and _word_start(text, offset) < offset
     if cut:
         # The lexer cut a word short ('epochs' read as 'epoch' then 's'): report the whole word,
@@ -61,6 +61,7 @@ def explain(source: Source, text: str, exc: lark.exceptions.UnexpectedInput) -> 
         shown = word or text[offset]
         end = offset + max(1, len(word))
     else:
+        assert isinstance(exc, lark.exceptions.UnexpectedToken)  # the parser refused a token
         token = exc.token
         word = str(token) if _WORD.fullmatch(str(token)) else ""
         shown = "" if token.type == "_NL" else str(token)
