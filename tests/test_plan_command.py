@@ -10,12 +10,22 @@ from policyfreeze.cli import main
 POLICIES = Path(__file__).parent.parent / "policies"
 
 
-def test_plan_prints_the_diff_report(capsys):
+def test_plan_says_what_trains_first(capsys):
     assert main(["plan", str(POLICIES / "resnet18-linear-probe.freeze"), "--model", "torchvision:resnet18"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("planned for ResNet (62 parameter tensors)")
+    assert lines[2:4] == [
+        "trainable: 513,000 parameters (4.4%) in 2 tensors",
+        "  fc (Linear)  513,000  trainable  line 10 unfreeze fc",
+    ]
+    assert "trainable     11,689,512     513,000  -11,176,512 (-95.6%)" in lines
+
+
+def test_plan_table_lists_every_changed_tensor(capsys):
+    argv = ["plan", str(POLICIES / "resnet18-linear-probe.freeze"), "--model", "torchvision:resnet18"]
+    assert main([*argv, "--format", "table"]) == 0
     out = capsys.readouterr().out
-    assert "planned for ResNet (62 parameter tensors)" in out
-    assert "changed (60):" in out
-    assert "trainable     11,689,512     513,000  -11,176,512 (-95.6%)" in out
+    assert "changed (60):" in out and "eval pins changed (20):" in out
 
 
 def test_plan_json(capsys):
@@ -52,11 +62,12 @@ def test_model_from_a_file_and_from_a_module(tmp_path, capsys, monkeypatch):
     )
     policy = tmp_path / "p.freeze"
     policy.write_text("freeze 0\n")
+    frozen = "  0 (Linear)  6  trainable → frozen  line 1 freeze 0"
     assert main(["plan", str(policy), "--model", f"{tmp_path / 'mymodels.py'}:build"]) == 0
-    assert "changed (2):" in capsys.readouterr().out
+    assert frozen in capsys.readouterr().out
     monkeypatch.syspath_prepend(str(tmp_path))
     assert main(["plan", str(policy), "--model", "mymodels:build"]) == 0
-    assert "changed (2):" in capsys.readouterr().out
+    assert frozen in capsys.readouterr().out
 
 
 def test_python_dash_m():
