@@ -10,8 +10,9 @@ statements on both sides) is one row; JSON lists every tensor.
 from __future__ import annotations
 
 import json
-from collections.abc import Hashable
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ..engine.resolve import Decision, Plan, advance
 from ..errors import PolicyError, PolicyUsageError
@@ -157,16 +158,16 @@ def _rows(diff: PlanDiff, kind: str) -> list[tuple[list[str], tuple[str, ...]]]:
     tree = diff.old.tree
     pins = kind == "pins"
     changes = {c.name: c for c in (diff.pins if pins else diff.requires_grad if kind == "flags" else diff.options)}
-    own: list[Hashable | None] = [None] * len(tree)
+    own: list[tuple | None] = [None] * len(tree)
     for node in tree.module_nodes if pins else tree.param_nodes:
         name = tree.module_names[tree.ids[node]] if pins else tree.param_names[tree.ids[node]]
         c = changes.get(name)
         own[node] = ("same",) if c is None else ("differs", c.old, c.new, _key(c))
-    groups: dict[Hashable, list[Item]] = {}
+    groups: dict[tuple, list[Item]] = {}
     for item in cover(tree, own):
         if item.key[0] == "differs":
             groups.setdefault(item.key, []).append(item)
-    show = pin_mode if pins else state if kind == "flags" else str
+    show: Callable[[Any], str] = pin_mode if pins else state if kind == "flags" else str
 
     def members(items: list[Item]) -> list[str]:
         return list(dict.fromkeys(name for item in items for name in _members(tree, item, kind)))
@@ -205,8 +206,8 @@ def format_text(diff: ScheduleDiff | PlanDiff, *, width: int = LINE_WIDTH) -> st
     if len(diff.stages) == 1:
         at, only = diff.stages[0]
         head, totals = _summary(only)
-        stage = f" at {diff.unit} {at}" if diff.unit else ""
-        return "\n".join([f"{diff.old_name} → {diff.new_name}{stage}: {head}", totals, *_body(only, width)])
+        where = f" at {diff.unit} {at}" if diff.unit else ""
+        return "\n".join([f"{diff.old_name} → {diff.new_name}{where}: {head}", totals, *_body(only, width)])
     unit = diff.unit
     differ = diff.differ_at
     same = [at for at, d in diff.stages if not d.differs]
@@ -266,11 +267,12 @@ def format_markdown(diff: ScheduleDiff | PlanDiff) -> str:
         head, totals = _summary(stage)
         where = f"At {diff.unit} {at}: " if scheduled or diff.unit else ""
         lines += ["", f"{where}**{head}**; {totals}."]
-        for title, changes, show in (
+        sections: tuple[tuple[str, tuple[Difference, ...], Callable[[Any], str]], ...] = (
             ("requires_grad", stage.requires_grad, state),
             ("Optimizer options", stage.options, str),
             ("Eval pins", stage.pins, pin_mode),
-        ):
+        )
+        for title, changes, show in sections:
             if not changes:
                 continue
             lines += ["", f"<details open><summary>{title} ({len(changes)})</summary>", ""]

@@ -8,9 +8,11 @@ statements on hover and when expanded. Only the model opens by default, so a
 
 No script, no network, no font or image to fetch: plain HTML and one style
 sheet scoped to ``.pf-report``, so it reads the same in a browser, a
-notebook and a sanitised viewer. Trainable is blue, frozen orange and
-hatched (Okabe–Ito colours, told apart without colour too), each with its
-word; a light and a dark palette follow the page's colour scheme.
+notebook and a sanitised viewer. Trainable is blue, frozen vermillion (orange
+in the dark) and hatched: Okabe–Ito colours, which colour-blind readers tell
+apart, told apart without colour too, each with its word. A light and a dark
+palette follow the page's colour scheme (and JupyterLab's dark themes), each
+colour at least 3:1 against its background, text at least 4.5:1.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ SUMMARY_ROWS = 24
 SUMMARY_NAMES = 4
 
 STYLE = """
-.pf-report{--pf-t:#0072b2;--pf-f:#e69f00;--pf-fg:#1f2328;--pf-muted:#59636e;--pf-line:#d1d9e0;
+.pf-report{--pf-t:#0072b2;--pf-f:#d55e00;--pf-fg:#1f2328;--pf-muted:#59636e;--pf-line:#d1d9e0;
  --pf-bg:#ffffff;--pf-alt:#f6f8fa;color:var(--pf-fg);background:var(--pf-bg);
  font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;padding:12px 16px;max-width:1100px}
 @media (prefers-color-scheme:dark){.pf-report{--pf-t:#56b4e9;--pf-f:#e69f00;--pf-fg:#e6edf3;--pf-muted:#9198a1;
@@ -265,9 +267,11 @@ class _Page:
             counts = f"{stats.trainable_numel:,} of {stats.numel:,}"
         share = present.share(stats.numel, self.total) if stats.tensors else ""
         is_open = " open" if row.depth == 0 else ""
+        # Every member's name at the top level (what a reader or a test checks first), the first one below.
+        listed = f"data-names='{escape(json.dumps(names), quote=True)}'" if row.depth <= 1 else ""
         return (
-            f'<li data-depth="{row.depth}" data-state="{escape(kind)}" '
-            f"data-names='{escape(json.dumps(names), quote=True)}'>"
+            f'<li data-depth="{row.depth}" data-state="{escape(kind)}" data-name="{escape(names[0], quote=True)}" '
+            f"{listed}>"
             f'<details{is_open}><summary title="{escape(why[0], quote=True)}">'
             f'<span class="pf-row"><span class="pf-label"><code>{label}</code>{pin}</span>'
             f'<span class="pf-state {state_class}">{escape(row.state)}</span>'

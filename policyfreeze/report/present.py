@@ -115,14 +115,18 @@ def shorten_middle(text: str, width: int) -> str:
 def names_list(names: Sequence[str], width: int) -> str:
     """``a, b, c`` in at most ``width`` characters: ``a, b, … (5 more)`` when they do not fit, empty when
     not even the first name does."""
-    joined = ", ".join(names)
-    if len(joined) <= width:
-        return joined
-    for kept in range(len(names) - 1, 0, -1):
-        text = ", ".join(names[:kept]) + f", … ({len(names) - kept} more)"
-        if len(text) <= width:
-            return text
-    return ""
+    kept, used = 0, -2
+    for name in names:  # the longest prefix that fits with its "… (N more)"
+        if used + 2 + len(name) > width:
+            break
+        used += 2 + len(name)
+        kept += 1
+    if kept == len(names):
+        return ", ".join(names)
+    while kept and used + len(f", … ({len(names) - kept} more)") > width:
+        kept -= 1
+        used -= 2 + len(names[kept])
+    return ", ".join(names[:kept]) + f", … ({len(names) - kept} more)" if kept else ""
 
 
 def with_names(label: str, names: Sequence[str], width: int) -> str:

@@ -8,7 +8,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .present import delta, md_code, md_decision, md_table, model_class, pin_mode, shape, stage_suffix, state
+from .present import (
+    delta,
+    md_code,
+    md_decision,
+    md_table,
+    model_class,
+    options_cell,
+    pin_mode,
+    plural,
+    shape,
+    share,
+    stage_suffix,
+    state,
+    transition,
+)
 from .term import paint
 
 if TYPE_CHECKING:
@@ -23,8 +37,15 @@ _STATE_STYLE = {"trainable": ("green",), "frozen": ("cyan",), "partial": ("yello
 # --- markdown -------------------------------------------------------------------
 
 
+MARKDOWN_SUMMARY_ROWS = 30
+
+
 def format_markdown(report: Report) -> str:
-    """The diff report as GitHub-flavoured Markdown, ready to post on a pull request."""
+    """The report as GitHub-flavoured Markdown, ready to post on a pull request.
+
+    The counts, what trains and what is frozen (the text report's rows), a
+    schedule's stages, then every changed tensor and pin in collapsed tables.
+    """
     plan = report.plan
     before, after = report.before, report.after
     changes = report.changes
@@ -37,7 +58,10 @@ def format_markdown(report: Report) -> str:
         f"| trainable | {before.trainable:,} | {after.trainable:,} | {delta(before.trainable, after.trainable, before.total)} |",
         f"| frozen | {before.frozen:,} | {after.frozen:,} | {delta(before.frozen, after.frozen, before.total)} |",
         "",
+        *_markdown_sections(report),
     ]
+    if plan.policy.unit:
+        lines += _markdown_schedule(plan)
     untouched = len(report.untouched)
     tensors = len(plan.tree.params)
     if changes:
@@ -79,6 +103,74 @@ def format_markdown(report: Report) -> str:
         )
         lines += ["", "</details>"]
     return "\n".join(lines) + "\n"
+
+
+def _markdown_sections(report: Report) -> list[str]:
+    from .sections import sections
+
+    plan = report.plan
+    total = report.after.total
+    lines = []
+    for section in sections(plan, MARKDOWN_SUMMARY_ROWS):
+        pins = section.title == "eval pins"
+        if pins:
+            heading = f"**Eval pins**: {plural(section.count, 'module')} reached or pinned"
+        else:
+            heading = f"**{section.title.capitalize()}**: " + (
+                f"{section.numel:,} parameters ({share(section.numel, total)}) in {plural(section.count, 'tensor')}"
+                if section.count
+                else "nothing"
+            )
+        lines.append(heading)
+        if section.rows:
+            rows = []
+            for row in section.rows:
+                label = md_code(row.label) + (
+                    ": " + ", ".join(md_code(name) for name in row.names[:5]) + (" …" if len(row.names) > 5 else "")
+                    if row.names
+                    else ""
+                )
+                change = (
+                    transition(pin_mode(row.before), pin_mode(row.after))
+                    if pins
+                    else transition(state(row.before), state(row.after))
+                )
+                numbers = [] if pins else [f"{row.numel:,}"]
+                options = [options_cell(row.decision)] if section.title == "trainable" else []
+                rows.append([label, *numbers, change, *options, md_decision(row.decision)])
+            header = [
+                "",
+                *([] if pins else ["numel"]),
+                "state",
+                *(["optimizer"] if section.title == "trainable" else []),
+                "decided by",
+            ]
+            lines += ["", *md_table(header, set() if pins else {1}, rows)]
+        lines.append("")
+    return lines
+
+
+def _markdown_schedule(plan: Plan) -> list[str]:
+    from .report import stage_summary
+    from .timeline import current_point, timeline
+
+    unit = plan.policy.unit or ""
+    stages = timeline(plan)
+    now = current_point(plan)
+    rows = [
+        [
+            f"**{stage.at}**" if stage.at == now else str(stage.at),
+            f"{stage.trainable:,} ({share(stage.trainable, stage.total)})",
+            stage_summary(stage, first=stage is stages[0]).replace("|", "\\|"),
+        ]
+        for stage in stages
+    ]
+    return [
+        f"**Schedule**: {plural(len(stages), 'stage')} by {unit}",
+        "",
+        *md_table([unit, "trainable", "what changes"], {1}, rows),
+        "",
+    ]
 
 
 # --- tree -------------------------------------------------------------------------

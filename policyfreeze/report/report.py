@@ -235,7 +235,7 @@ def _section_rows(section: Section, width: int) -> list[str]:
         if show_options:
             cell.append(present.options_cell(row.decision))
         cells.append(cell)
-    rows = [[row.label, *cell, _statement(row)] for cell, row in zip(cells, section.rows)]
+    rows = [[row.label, *cell, _statement(row, without_options=show_options)] for cell, row in zip(cells, section.rows)]
     fitted = present.fit_columns(
         rows, [0, len(rows[0]) - 1], width, indent=2, names=[row.names for row in section.rows], label_room=LABEL_ROOM
     )
@@ -245,8 +245,13 @@ def _section_rows(section: Section, width: int) -> list[str]:
 LABEL_ROOM = 50  # the widest label column
 
 
-def _statement(row: Row) -> str:
-    return present.statement_cell(row.decision)
+def _statement(row: Row, *, without_options: bool = False) -> str:
+    """``line 13 unfreeze layer4 with lr_scale=0.385``; without the ``with …`` part when a column shows it."""
+    decision = row.decision
+    if without_options and decision is not None and decision.options is not None and " with " in decision.text:
+        text = present.one_line(decision.text).rsplit(" with ", 1)[0]
+        return f"line {decision.line} {text} with …"
+    return present.statement_cell(decision)
 
 
 def _footer(report: Report) -> list[str]:

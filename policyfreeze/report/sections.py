@@ -16,9 +16,9 @@ and that are not pinned are not listed.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from .present import FROZEN, TRAINABLE
 
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 #: a group lists at most this many subtrees before it is summarised by class
 MOST_ROWS_PER_KEY = 8
-_MIXED = object()  # a subtree holding several keys
+_MIXED: tuple = ("several keys",)  # a subtree holding several keys (compared by identity)
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class Item:
     """A subtree, or a run of alike sibling subtrees, whose parameters (modules) share ``key``."""
 
     nodes: tuple[int, ...]
-    key: Hashable
+    key: tuple
     itself: bool = False  # only the module, not its subtree (a module pinned unlike its children)
 
 
@@ -112,33 +112,33 @@ def _build(plan: Plan, params: dict, pins: dict, limit: int) -> tuple[Section, .
 # --- grouping -------------------------------------------------------------------------
 
 
-def _param_groups(plan: Plan) -> dict[Hashable, list[Item]]:
+def _param_groups(plan: Plan) -> dict[tuple, list[Item]]:
     tree = plan.tree
     keys = list(zip(plan.param_flags, plan.start_flags, plan.param_deciders))
-    own: list[Hashable | None] = [None] * len(tree)
+    own: list[tuple | None] = [None] * len(tree)
     for node in tree.param_nodes:
         own[node] = keys[tree.ids[node]]
     return _group(cover(tree, own))
 
 
-def _pin_groups(plan: Plan) -> dict[Hashable, list[Item]]:
+def _pin_groups(plan: Plan) -> dict[tuple, list[Item]]:
     tree = plan.tree
     keys = list(zip(plan.module_pins, plan.start_pins, plan.module_deciders))
-    own: list[Hashable | None] = [None] * len(tree)
+    own: list[tuple | None] = [None] * len(tree)
     for node in tree.module_nodes:
         own[node] = keys[tree.ids[node]]
     quiet = (False, False, -1)  # not pinned, never was, no statement: not listed
     return {key: items for key, items in _group(cover(tree, own)).items() if key != quiet}
 
 
-def _group(items: list[Item]) -> dict[Hashable, list[Item]]:
-    groups: dict[Hashable, list[Item]] = {}
+def _group(items: list[Item]) -> dict[tuple, list[Item]]:
+    groups: dict[tuple, list[Item]] = {}
     for item in items:
         groups.setdefault(item.key, []).append(item)
     return groups
 
 
-def cover(tree: ModelTree, own: Sequence[Hashable | None]) -> list[Item]:
+def cover(tree: ModelTree, own: Sequence[tuple | None]) -> list[Item]:
     """The fewest subtrees (and runs of alike siblings) whose nodes share a key, in tree order.
 
     ``own[node]`` is the node's own key (None: it has none). A subtree is
@@ -148,7 +148,7 @@ def cover(tree: ModelTree, own: Sequence[Hashable | None]) -> list[Item]:
     if not len(tree):
         return []
     ends, is_param = tree.ends, tree.is_param
-    uniform: list[object] = [None] * len(tree)
+    uniform: list[tuple | None] = [None] * len(tree)
     for node in reversed(range(len(tree))):  # children before parents
         key = own[node]
         child, end = node + 1, ends[node]
@@ -165,6 +165,9 @@ def cover(tree: ModelTree, own: Sequence[Hashable | None]) -> list[Item]:
     classes = tree.module_classes
     ids = tree.ids
 
+    def run_item(run: list[int]) -> Item:
+        return Item(tuple(run), cast(tuple, uniform[run[0]]))
+
     def kind(node: int) -> tuple[str, ...] | None:
         return None if is_param[node] else classes[ids[node]][:1]
 
@@ -179,7 +182,7 @@ def cover(tree: ModelTree, own: Sequence[Hashable | None]) -> list[Item]:
         node = entry
         later: list[int | Item] = []
         if own[node] is not None:
-            later.append(Item((node,), own[node], itself=True))
+            later.append(Item((node,), cast(tuple, own[node]), itself=True))
         run: list[int] = []
         child, end = node + 1, ends[node]
         children = []
@@ -191,17 +194,17 @@ def cover(tree: ModelTree, own: Sequence[Hashable | None]) -> list[Item]:
             key = uniform[child]
             if key is _MIXED:
                 if run:
-                    later.append(Item(tuple(run), uniform[run[0]]))
+                    later.append(run_item(run))
                     run = []
                 later.append(child)
             elif run and uniform[run[0]] == key and kind(child) is not None and kind(run[0]) == kind(child):
                 run.append(child)
             else:
                 if run:
-                    later.append(Item(tuple(run), uniform[run[0]]))
+                    later.append(run_item(run))
                 run = [child]
         if run:
-            later.append(Item(tuple(run), uniform[run[0]]))
+            later.append(run_item(run))
         pending.extend(reversed(later))
     return items
 
@@ -242,8 +245,10 @@ def _module_nodes(tree: ModelTree, item: Item) -> list[int]:
     return [m for n in item.nodes for m in range(n, tree.ends[n]) if not tree.is_param[m]]
 
 
-def _rows(plan: Plan, counter: _Counter, key: Hashable, items: list[Item], limit: int, *, pins: bool) -> list[Row]:
-    after, before, decider = key  # type: ignore[misc]
+def _rows(plan: Plan, counter: _Counter, key: tuple, items: list[Item], limit: int, *, pins: bool) -> list[Row]:
+    after: bool = key[0]
+    before: bool = key[1]
+    decider: int = key[2]
     decision = plan.statement_decisions[decider] if decider >= 0 else None
 
     def size(members: list[Item]) -> int:
@@ -281,7 +286,7 @@ def summarise(
         order = {bucket: index for index, bucket in enumerate(chosen)}
         kept = set(heapq.nlargest(limit - 1, chosen, key=lambda b: (size(buckets[b]), -order[b])))
         chosen = [b for b in chosen if b in kept]
-    rows = []
+    rows: list[tuple[str, tuple[str, ...], list[Item]]] = []
     for bucket in chosen:
         members = buckets[bucket]
         if len(members) == 1 and len(members[0].nodes) == 1:

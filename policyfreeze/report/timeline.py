@@ -9,7 +9,6 @@ there are.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -130,7 +129,7 @@ def _regrouped(plan: Plan, previous: Plan) -> list[str | None]:
 def _parts(plan: Plan, moved: list[str | None]) -> tuple[Part, ...]:
     """The parameters with an entry in ``moved`` (their options; None: not moved), as subtrees by options."""
     tree = plan.tree
-    own: list[Hashable | None] = [None] * len(tree)
+    own: list[tuple | None] = [None] * len(tree)
     for node in tree.param_nodes:
         options = moved[tree.ids[node]]
         own[node] = ("same",) if options is None else ("moved", options)

@@ -2,8 +2,8 @@
 
 Chromium's ``--remote-debugging-pipe`` reads protocol messages on file
 descriptor 3 and writes them on 4, each JSON message ended by a NUL byte: no
-websocket, no driver, no extra package. Shared by the HTML report's tests and
-``bench/bench_html.py``.
+websocket, no driver, no extra package. Shared by ``bench_html.py`` and the
+HTML report's tests (``tests/test_html.py``).
 
     with Browser() as browser:
         page = browser.open(Path("plan.html"))
