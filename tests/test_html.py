@@ -208,3 +208,12 @@ def test_a_50k_tensor_model_page_opens_collapsed_and_does_not_grow_with_the_mode
         page.close()
     assert list(elements) == [12_869, 49_733]
     assert elements[49_733] <= 1.1 * elements[12_869], elements
+
+
+def test_ci_installs_chromium_before_the_readme_test_command():
+    script = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    command = re.search(r"Set up and run the tests:\n\n    (.+)\n", readme).group(1)
+    assert script[-1] == command
+    assert any("apt-get install" in line and "chromium" in line for line in script[:-1])
+    assert "export CI=" in "\n".join(script[:-1])

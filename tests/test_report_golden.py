@@ -61,3 +61,19 @@ CASES = {
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_report(name, capsys, monkeypatch):
     check_golden(name, output(CASES[name], capsys, monkeypatch))
+
+
+def test_the_readme_shows_what_apply_prints(monkeypatch):
+    import re
+
+    import torch
+    import torchvision
+
+    import policyfreeze
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    [sample] = re.findall(r"```\n(policies/resnet18-linear-probe\.freeze applied to .*?)```", readme, re.DOTALL)
+    monkeypatch.chdir(ROOT)
+    with torch.device("meta"):
+        model = torchvision.models.resnet18(weights=None)
+    assert str(policyfreeze.apply(model, Path(PROBE))) + "\n" == sample
