@@ -18,7 +18,18 @@ from ..engine.resolve import Decision, Plan, advance
 from ..errors import PolicyError, PolicyUsageError
 from ..model.tree import ModelTree
 from . import present
-from .present import LINE_WIDTH, align, fit_columns, md_code, md_decision, md_table, pin_mode, plural, state
+from .present import (
+    LINE_WIDTH,
+    align,
+    decision_dict,
+    fit_columns,
+    md_code,
+    md_decision,
+    md_table,
+    pin_mode,
+    plural,
+    state,
+)
 from .report import Counts
 from .sections import Item, cover, summarise
 from .timeline import stage_plans
@@ -309,8 +320,8 @@ def to_json(diff: ScheduleDiff | PlanDiff) -> str:
                 "numel": c.numel,
                 "old": c.old,
                 "new": c.new,
-                "old_decided_by": _decision(c.old_decision),
-                "new_decided_by": _decision(c.new_decision),
+                "old_decided_by": decision_dict(c.old_decision),
+                "new_decided_by": decision_dict(c.new_decision),
             }
             for c in changes
         ]
@@ -338,9 +349,3 @@ def to_json(diff: ScheduleDiff | PlanDiff) -> str:
         "stages": [stage(at, d) for at, d in diff.stages],
     }
     return json.dumps(document, indent=2, ensure_ascii=False)
-
-
-def _decision(decision: Decision | None) -> dict | None:
-    if decision is None:
-        return None
-    return {"text": decision.text, "source": decision.source, "line": decision.line, "column": decision.column}

@@ -14,7 +14,7 @@ from ..engine.resolve import Plan
 from ..engine.select import select
 from ..errors import PolicyUsageError
 from ..language.policy import Statement
-from .present import one_line, plural, shape, statement_cell
+from .present import one_line, plural, shape, statement_cell, tensors_state
 
 MAX_LISTED = 5
 
@@ -130,16 +130,6 @@ def _unknown(name: str, known: list[str]) -> str:
     return f"'{name}' is neither a parameter nor a module of this model{hint}"
 
 
-def _state(trainable: int, total: int) -> str:
-    if total == 0:
-        return "no parameters"
-    if trainable == total:
-        return "trainable" if total == 1 else f"all {total} trainable"
-    if trainable == 0:
-        return "frozen" if total == 1 else f"all {total} frozen"
-    return f"{trainable} of {total} trainable"
-
-
 def format_explanations(
     explanations: list[Explanation], source: str, stages: list[tuple[int, Plan]] | None = None
 ) -> str:
@@ -149,7 +139,7 @@ def format_explanations(
     """
     blocks = []
     for e in explanations:
-        lines = [e.title, f"  {_state(*e.before)} as built → {_state(*e.after)}"]
+        lines = [e.title, f"  {tensors_state(*e.before)} as built → {tensors_state(*e.after)}"]
         trainable, total = e.after
         if 0 < trainable < total:
             flags = dict(zip(e.params, e.flags))
@@ -192,7 +182,7 @@ def _schedule_lines(e: Explanation, stages: list[tuple[int, Plan]]) -> list[str]
         flags = [plan.requires_grad[name] for name in e.params]
         deciders = {statement_cell(plan.decisions[name]) for name in e.params}
         decider = deciders.pop() if len(deciders) == 1 else "several statements"
-        current = (_state(sum(flags), len(flags)), decider)
+        current = (tensors_state(sum(flags), len(flags)), decider)
         if current != shown:
             lines.append(f"    {at:>4}  {current[0]}  ({decider})")
             shown = current

@@ -28,6 +28,17 @@ def state(trainable: bool) -> str:
     return TRAINABLE if trainable else FROZEN
 
 
+def tensors_state(trainable: int, total: int) -> str:
+    """``trainable``, ``all 15 frozen``, ``3 of 15 trainable``: the state of ``total`` tensors."""
+    if total == 0:
+        return "no parameters"
+    if trainable == total:
+        return TRAINABLE if total == 1 else f"all {total} {TRAINABLE}"
+    if trainable == 0:
+        return FROZEN if total == 1 else f"all {total} {FROZEN}"
+    return f"{trainable} of {total} {TRAINABLE}"
+
+
 def pin_mode(pinned: bool) -> str:
     """``pinned eval`` or ``follows train()``."""
     return PINNED if pinned else FOLLOWS

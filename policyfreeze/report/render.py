@@ -1,6 +1,7 @@
 """More views of a plan's ``Report``: ``markdown`` for a pull request, ``tree`` for a terminal.
 
-(``report.format_text`` and ``Report.to_json`` are the other two.)
+(``report.format_text``, ``report.format_table``, ``Report.to_json`` and
+``html.render_html`` are the others; ``present`` holds what they share.)
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""The diff report: what a plan changes, for people (text) and machines (dict/JSON)."""
+"""The report of a plan: what trains, what is frozen, what changed — for people (text, table) and machines (JSON).
+
+``format_text`` answers "what trains?" first, in a few rows (``sections``);
+``format_table`` lists every changed tensor; ``Report.to_json`` every tensor.
+"""
 
 from __future__ import annotations
 
