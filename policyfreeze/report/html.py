@@ -79,7 +79,8 @@ body[data-jp-theme-light="false"] .pf-report,.pf-report.pf-dark{--pf-t:#56b4e9;-
 .pf-report details>summary::before{content:"\\25B8";display:inline-block;width:1em;color:var(--pf-muted)}
 .pf-report details[open]>summary::before{content:"\\25BE"}
 .pf-report summary:hover,.pf-report summary:focus-visible{background:var(--pf-alt);outline:none}
-.pf-report .pf-row{display:inline-grid;grid-template-columns:minmax(14em,26em) 15em 122px 14em;gap:8px;
+.pf-report .pf-row{display:inline-grid;gap:8px;
+ grid-template-columns:max(8em,calc(26em - var(--depth,0) * 18px)) 15em 122px 14em;
  align-items:center;width:calc(100% - 1.2em)}
 .pf-report .pf-label{overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
 .pf-report .pf-cls{color:var(--pf-muted)}
@@ -152,9 +153,14 @@ class _Page:
                 out.append(f"<h3>{escape(section.title)}: nothing</h3>")
                 continue
             pins = section.title == "eval pins"
-            heading = f"{section.title}: {present.plural(section.count, 'module' if pins else 'tensor')}"
-            if not pins:
-                heading += f", {section.numel:,} parameters ({present.share(section.numel, self.total)})"
+            if pins:
+                pinned = sum(self.plan.module_pins)
+                heading = f"eval pins: {present.plural(pinned, 'module')} pinned in eval mode"
+                if section.count > pinned:
+                    heading += f"; {present.plural(section.count - pinned, 'other module')} reached by eval/train"
+            else:
+                heading = f"{section.title}: {present.plural(section.count, 'tensor')}, {section.numel:,} parameters"
+                heading += f" ({present.share(section.numel, self.total)})"
             out += [f"<h3>{escape(heading)}</h3>", "<table>"]
             for row in section.rows:
                 label = row.label
@@ -270,7 +276,8 @@ class _Page:
         # Every member's name at the top level (what a reader or a test checks first), the first one below.
         listed = f"data-names='{escape(json.dumps(names), quote=True)}'" if row.depth <= 1 else ""
         return (
-            f'<li data-depth="{row.depth}" data-state="{escape(kind)}" data-name="{escape(names[0], quote=True)}" '
+            f'<li style="--depth:{row.depth}" data-depth="{row.depth}" data-state="{escape(kind)}" '
+            f'data-name="{escape(names[0], quote=True)}" '
             f"{listed}>"
             f'<details{is_open}><summary title="{escape(why[0], quote=True)}">'
             f'<span class="pf-row"><span class="pf-label"><code>{label}</code>{pin}</span>'
