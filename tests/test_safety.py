@@ -164,7 +164,7 @@ def test_only_model_on_the_command_line_imports_user_code(trap, capsys):
     # The control: naming the file as --model is what runs it.
     assert cli.main(["plan", str(policy), "--model", f"{trap / 'trap.py'}:factory"]) == 1
     assert (trap / "SPRUNG").exists()
-    assert "  1 (Linear)  " in capsys.readouterr().out
+    assert "planned for Sequential (2 parameter tensors)" in capsys.readouterr().out
 
 
 # --- the package's source ----------------------------------------------------
