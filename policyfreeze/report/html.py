@@ -11,7 +11,7 @@ sheet scoped to ``.pf-report``, so it reads the same in a browser, a
 notebook and a sanitised viewer. Trainable is blue, frozen vermillion (orange
 in the dark) and hatched: Okabe–Ito colours, which colour-blind readers tell
 apart, told apart without colour too, each with its word. A light and a dark
-palette follow the page's colour scheme (and JupyterLab's dark themes), each
+palette follow the page's colour scheme (and JupyterLab's and VS Code's dark themes), each
 colour at least 3:1 against its background, text at least 4.5:1.
 """
 
@@ -43,7 +43,7 @@ STYLE = """
  font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;padding:12px 16px;max-width:1100px}
 @media (prefers-color-scheme:dark){.pf-report{--pf-t:#56b4e9;--pf-f:#e69f00;--pf-fg:#e6edf3;--pf-muted:#9198a1;
  --pf-line:#3d444d;--pf-bg:#0d1117;--pf-alt:#151b23}}
-body[data-jp-theme-light="false"] .pf-report,.pf-report.pf-dark{--pf-t:#56b4e9;--pf-f:#e69f00;--pf-fg:#e6edf3;
+body[data-jp-theme-light="false"] .pf-report,body.vscode-dark .pf-report{--pf-t:#56b4e9;--pf-f:#e69f00;--pf-fg:#e6edf3;
  --pf-muted:#9198a1;--pf-line:#3d444d;--pf-bg:#0d1117;--pf-alt:#151b23}
 .pf-report h2{font-size:1.15em;margin:0 0 4px}
 .pf-report h3{font-size:1em;margin:16px 0 6px}
