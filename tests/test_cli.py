@@ -349,6 +349,8 @@ def test_plan_json_and_text(capsys) -> None:
     status, out, _ = run(["plan", PROBE, "--model", RESNET, "--format", "json"], capsys)
     assert json.loads(out)["summary"]["trainable"] == {"before": 11689512, "after": 513000}
     status, out, _ = run(["plan", PROBE, "--model", RESNET], capsys)
+    assert "trainable: 513,000 parameters (4.4%) in 2 tensors\n  fc (Linear)" in out
+    status, out, _ = run(["plan", PROBE, "--model", RESNET, "--format", "table"], capsys)
     assert "changed (60):" in out
 
 
@@ -405,12 +407,14 @@ def test_diff_json_and_markdown(policy, capsys) -> None:
     new = policy("freeze all\nunfreeze head with lr=1e-4\neval bn\n", "new.freeze")
     status, out, _ = run(["diff", old, new, "--model", CONVNET, "--format", "json"], capsys)
     document = json.loads(out)
-    assert document["requires_grad"] == []
-    assert [(c["name"], c["old"], c["new"]) for c in document["options"]] == [
+    assert (document["version"], document["unit"], document["differ_at"]) == (2, None, [0])
+    [stage] = document["stages"]
+    assert stage["requires_grad"] == []
+    assert [(c["name"], c["old"], c["new"]) for c in stage["options"]] == [
         ("head.weight", "lr=0.001", "lr=0.0001"),
         ("head.bias", "lr=0.001", "lr=0.0001"),
     ]
-    assert [(c["name"], c["old"], c["new"]) for c in document["pins"]] == [("bn", False, True)]
+    assert [(c["name"], c["old"], c["new"]) for c in stage["pins"]] == [("bn", False, True)]
     status, out, _ = run(["diff", old, new, "--model", CONVNET, "--format", "markdown"], capsys)
     assert "**no parameter changes state**" in out
     assert "| `head.weight` | lr=0.001 → lr=0.0001 |" in out

@@ -71,6 +71,7 @@ def test_diff_report_text():
     model.layer4.requires_grad_(False)
     report = policyfreeze.apply(model, policyfreeze.parse("freeze all\nunfreeze layer4, fc\n", "probe.freeze"))
     check_golden("report-resnet18.txt", str(report) + "\n")
+    check_golden("report-resnet18-table.txt", report.table() + "\n")
 
 
 def test_diff_report_json_is_deterministic():

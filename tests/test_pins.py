@@ -268,10 +268,14 @@ def test_the_report_shows_pin_changes():
     report = policyfreeze.apply(tiny(), policyfreeze.parse("freeze 2\neval type(BatchNorm1d)\n", "bn.freeze"))
     text = str(report)
     assert (
+        "eval pins: 1 module pinned in eval mode\n"
+        "  2.1 (BatchNorm1d)  follows train() → pinned eval  line 2 eval type(BatchNorm1d)\n"
+    ) in text
+    assert (
         "eval pins changed (1):\n"
         "  module  before → after                 decided by\n"
         "  2.1     follows train() → pinned eval  bn.freeze:2 eval type(BatchNorm1d)\n"
-    ) in text
+    ) in report.table()
     assert "eval pins" not in str(policyfreeze.apply(tiny(), "freeze 2"))
 
 

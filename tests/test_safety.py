@@ -157,13 +157,14 @@ def test_policy_text_naming_a_module_does_not_import_it(trap):
 def test_only_model_on_the_command_line_imports_user_code(trap, capsys):
     policy = trap / "policy.freeze"
     policy.write_text('freeze all\nunfreeze "trap:factory", "trap.py:factory", type(Trap)\n')
-    assert cli.main(["plan", str(policy), "--model", "torchvision:resnet18"]) == 0
+    # exit 1: the policy leaves nothing trainable in either model (PF205); what matters is what it imported
+    assert cli.main(["plan", str(policy), "--model", "torchvision:resnet18"]) == 1
     assert not (trap / "SPRUNG").exists()
     capsys.readouterr()
     # The control: naming the file as --model is what runs it.
-    assert cli.main(["plan", str(policy), "--model", f"{trap / 'trap.py'}:factory"]) == 0
+    assert cli.main(["plan", str(policy), "--model", f"{trap / 'trap.py'}:factory"]) == 1
     assert (trap / "SPRUNG").exists()
-    assert "1.weight" in capsys.readouterr().out
+    assert "planned for Sequential (2 parameter tensors)" in capsys.readouterr().out
 
 
 # --- the package's source ----------------------------------------------------

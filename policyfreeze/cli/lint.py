@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 from ..errors import PolicyError, PolicyUsageError
 
 if TYPE_CHECKING:
+    from ..language.source import Source
+    from ..lint.linter import Finding
     from ..model.tree import ModelTree
 
 from . import common
@@ -23,13 +25,15 @@ def register(commands) -> None:
             "Report every finding in every FILE (a directory means every *.freeze file below it).\n"
             "Without a model: syntax and validation findings (PF1xx). With --model or --manifest:\n"
             "also the model-aware findings (PF2xx). '# noqa: CODE' at the end of a line silences\n"
-            "that code there. Exit 0 clean, 1 when a finding is an error (or a warning, with\n"
-            "--strict), 2 on a usage or I/O error."
+            "that code there. A scheduled policy is checked at every stage; with --epoch/--step/--phase\n"
+            "N, at the stage in force at N only. Exit 0 clean, 1 when a finding is an error (or a\n"
+            "warning, with --strict), 2 on a usage or I/O error."
         ),
         examples=[
             "policyfreeze lint policies/",
             "policyfreeze lint policies/ --model torchvision:resnet18 --format sarif > lint.sarif",
             "policyfreeze lint policies/ --manifest resnet18.manifest.json --strict --ignore PF203",
+            "policyfreeze lint policies/resnet-gradual-unfreezing.freeze --model torchvision:resnet18 --epoch 2",
             "git show HEAD:policies/probe.freeze | policyfreeze lint - --stdin-filename policies/probe.freeze",
         ],
     )
@@ -61,6 +65,7 @@ def register(commands) -> None:
         metavar="CODES",
         help="do not report these codes or prefixes (syntax and validation errors cannot be ignored)",
     )
+    common.add_stage(lint)
     common.add_stdin_filename(lint)
     lint.set_defaults(run=run)
 
@@ -106,6 +111,14 @@ def run(args: argparse.Namespace) -> int:
             name, found = exc.source or path, findings_from_error(exc)
         else:
             name, found = source.name, list(lint(source, tree))
+            stage = _stage(args)
+            if tree is not None and stage is not None:
+                try:
+                    found = in_stage(found, source, *stage)
+                except PolicyUsageError as exc:
+                    common.print_error(exc)
+                    unreadable += 1
+                    continue
         names.append(name)
         found = sorted(filter_codes(found, args.select, args.ignore), key=Finding.sort_key)
         severities.update(f.severity for f in found)
@@ -140,3 +153,37 @@ def _lint_tree(args: argparse.Namespace) -> ModelTree | None:
 
         return tree_of(common.build_model(args.model))
     return None
+
+
+def _stage(args: argparse.Namespace) -> tuple[str, int] | None:
+    """(unit, N) of --epoch/--step/--phase N, or None."""
+    given = [(unit, getattr(args, unit)) for unit in ("epoch", "step", "phase") if getattr(args, unit) is not None]
+    return given[0] if given else None
+
+
+def in_stage(findings: list[Finding], source: Source, unit: str, at: int) -> list[Finding]:
+    """The findings that hold in the stage in force at ``unit`` ``at``.
+
+    Syntax and validation findings always do. A model-aware finding does when
+    its statement is in force then and, for a finding that names its stages
+    (``at epochs 0 and 5``), when that stage is one of them.
+    """
+    from ..language.parser import parse_source
+
+    if any(f.code.startswith("PF1") for f in findings):
+        return findings
+    policy = parse_source(source)
+    if policy.unit is None:
+        return findings
+    if policy.unit != unit:
+        raise PolicyUsageError(f"{source.name} schedules by {policy.unit}: pass --{policy.unit}, not --{unit}")
+    point = max(p for p in (0, *policy.milestones) if p <= at)
+    first_point = {(s.span.line, s.span.column): 0 for s in policy.statements}
+    for block in policy.blocks:
+        first_point.update({(s.span.line, s.span.column): block.at for s in block.statements})
+    kept = []
+    for finding in findings:
+        starts = first_point.get((finding.line, finding.column), 0)
+        if starts <= point and (not finding.stages or point in finding.stages):
+            kept.append(finding)
+    return kept

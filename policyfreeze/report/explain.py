@@ -14,6 +14,7 @@ from ..engine.resolve import Plan
 from ..engine.select import select
 from ..errors import PolicyUsageError
 from ..language.policy import Statement
+from .present import one_line, plural, shape, statement_cell, tensors_state
 
 MAX_LISTED = 5
 
@@ -67,7 +68,7 @@ def explain(plan: Plan, names: list[str]) -> list[Explanation]:
             index = params_by_name[name]
             param = tree.params[index]
             also = [n for n in (param.name, *param.aliases) if n != name]
-            title = f"{name}: parameter {_shape(param.shape)} {param.dtype}" + (
+            title = f"{name}: parameter {shape(param.shape)} {param.dtype}" + (
                 f" (the same tensor as {', '.join(also)})" if also else ""
             )
             out.append(_explain_params(plan, name, "parameter", title, [index], statements, reach))
@@ -77,8 +78,8 @@ def explain(plan: Plan, names: list[str]) -> list[Explanation]:
             module = tree.modules[module_id]
             ids = sorted(set(tree.param_ids_in([(node, tree.ends[node])])))
             label = name or "(the model)"
-            title = f"{label}: {module.classes[0] if module.classes else 'module'}, {len(ids)} parameter tensor" + (
-                "" if len(ids) == 1 else "s"
+            title = (
+                f"{label}: {module.classes[0] if module.classes else 'module'}, {plural(len(ids), 'parameter tensor')}"
             )
             explanation = _explain_params(plan, name, "module", title, ids, statements, reach)
             pin_steps = tuple(
@@ -129,25 +130,16 @@ def _unknown(name: str, known: list[str]) -> str:
     return f"'{name}' is neither a parameter nor a module of this model{hint}"
 
 
-def _shape(shape: tuple[int, ...]) -> str:
-    return "×".join(str(s) for s in shape) if shape else "scalar"
+def format_explanations(
+    explanations: list[Explanation], source: str, stages: list[tuple[int, Plan]] | None = None
+) -> str:
+    """Text: per name, the state before → after and each statement that reached it.
 
-
-def _state(trainable: int, total: int) -> str:
-    if total == 0:
-        return "no parameters"
-    if trainable == total:
-        return "trainable" if total == 1 else f"all {total} trainable"
-    if trainable == 0:
-        return "frozen" if total == 1 else f"all {total} frozen"
-    return f"{trainable} of {total} trainable"
-
-
-def format_explanations(explanations: list[Explanation], source: str) -> str:
-    """Text: per name, the state before → after and each statement that reached it."""
+    With ``stages`` (each stage of a schedule and its plan), also the stages at which the state changes.
+    """
     blocks = []
     for e in explanations:
-        lines = [e.title, f"  {_state(*e.before)} as built → {_state(*e.after)}"]
+        lines = [e.title, f"  {tensors_state(*e.before)} as built → {tensors_state(*e.after)}"]
         trainable, total = e.after
         if 0 < trainable < total:
             flags = dict(zip(e.params, e.flags))
@@ -163,6 +155,8 @@ def format_explanations(explanations: list[Explanation], source: str) -> str:
             lines.append("  no statement reaches it: it keeps its state")
         for step in sorted(e.steps + e.pin_steps, key=lambda step: step.order):
             lines.append(_step_line(step, e, source))
+        if stages:
+            lines += _schedule_lines(e, stages)
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
 
@@ -176,4 +170,20 @@ def _step_line(step: Reached, e: Explanation, source: str) -> str:
         mark = "  ← decides" if step.decided else ""
     else:
         mark = f"  (reaches {step.reached}, decides {step.decided})"
-    return f"  {where}  {step.statement.text}{mark}"
+    return f"  {where}  {one_line(step.statement.text)}{mark}"
+
+
+def _schedule_lines(e: Explanation, stages: list[tuple[int, Plan]]) -> list[str]:
+    """``by epoch:`` and a line per stage where the state (or the deciding statement) changes."""
+    unit = stages[0][1].policy.unit
+    lines = [f"  by {unit}:"]
+    shown = None
+    for at, plan in stages:
+        flags = [plan.requires_grad[name] for name in e.params]
+        deciders = {statement_cell(plan.decisions[name]) for name in e.params}
+        decider = deciders.pop() if len(deciders) == 1 else "several statements"
+        current = (tensors_state(sum(flags), len(flags)), decider)
+        if current != shown:
+            lines.append(f"    {at:>4}  {current[0]}  ({decider})")
+            shown = current
+    return lines

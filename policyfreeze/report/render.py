@@ -1,24 +1,36 @@
 """More views of a plan's ``Report``: ``markdown`` for a pull request, ``tree`` for a terminal.
 
-(``report.format_text`` and ``Report.to_json`` are the other two.)
+(``report.format_text``, ``report.format_table``, ``Report.to_json`` and
+``html.render_html`` are the others; ``present`` holds what they share.)
 """
 
 from __future__ import annotations
 
-import html
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .report import _delta, _shape, _state, model_class
+from .present import (
+    delta,
+    md_code,
+    md_decision,
+    md_table,
+    model_class,
+    options_cell,
+    pin_mode,
+    plural,
+    shape,
+    share,
+    stage_suffix,
+    state,
+    transition,
+)
 from .term import paint
 
 if TYPE_CHECKING:
-    from ..engine.resolve import Decision
+    from ..engine.resolve import Plan
     from ..model.tree import ModelTree
     from .report import Report
 
-MAX_MARKDOWN_ROWS = 200
 RUN_TO_COLLAPSE = 3
 _STATE_STYLE = {"trainable": ("green",), "frozen": ("cyan",), "partial": ("yellow",), "no parameters": ("dim",)}
 
@@ -26,22 +38,31 @@ _STATE_STYLE = {"trainable": ("green",), "frozen": ("cyan",), "partial": ("yello
 # --- markdown -------------------------------------------------------------------
 
 
+MARKDOWN_SUMMARY_ROWS = 30
+
+
 def format_markdown(report: Report) -> str:
-    """The diff report as GitHub-flavoured Markdown, ready to post on a pull request."""
+    """The report as GitHub-flavoured Markdown, ready to post on a pull request.
+
+    The counts, what trains and what is frozen (the text report's rows), a
+    schedule's stages, then every changed tensor and pin in collapsed tables.
+    """
     plan = report.plan
-    stage = f" at {plan.policy.unit} {plan.at}" if plan.policy.unit else ""
     before, after = report.before, report.after
     changes = report.changes
     lines = [
-        f"### policyfreeze plan: {md_code(plan.policy.source.name)}{stage} on {md_code(model_class(plan))}",
+        f"### policyfreeze plan: {md_code(plan.policy.source.name)}{stage_suffix(plan)} on {md_code(model_class(plan))}",
         "",
         "| | before | after | delta |",
         "|---|---:|---:|---:|",
         f"| total params | {before.total:,} | {after.total:,} | |",
-        f"| trainable | {before.trainable:,} | {after.trainable:,} | {_delta(before.trainable, after.trainable, before.total)} |",
-        f"| frozen | {before.frozen:,} | {after.frozen:,} | {_delta(before.frozen, after.frozen, before.total)} |",
+        f"| trainable | {before.trainable:,} | {after.trainable:,} | {delta(before.trainable, after.trainable, before.total)} |",
+        f"| frozen | {before.frozen:,} | {after.frozen:,} | {delta(before.frozen, after.frozen, before.total)} |",
         "",
+        *_markdown_sections(report),
     ]
+    if plan.policy.unit:
+        lines += _markdown_schedule(plan)
     untouched = len(report.untouched)
     tensors = len(plan.tree.params)
     if changes:
@@ -49,48 +70,108 @@ def format_markdown(report: Report) -> str:
             f"**{len(changes)} of {tensors} parameter tensors change**; {untouched} untouched (no statement reached them)."
         )
         lines += ["", f"<details><summary>Changed parameters ({len(changes)})</summary>", ""]
-        lines += ["| parameter | shape | numel | before → after | decided by |", "|---|---|---:|---|---|"]
-        for change in changes[:MAX_MARKDOWN_ROWS]:
-            decided = md_decision(change.decision)
-            lines.append(
-                f"| {md_code(change.name)} | {_shape(change.shape)} | {change.numel:,} "
-                f"| {_state(change.before)} → {_state(change.after)} | {decided} |"
-            )
-        if len(changes) > MAX_MARKDOWN_ROWS:
-            lines.append(f"| … and {len(changes) - MAX_MARKDOWN_ROWS} more | | | | |")
+        lines += md_table(
+            ["parameter", "shape", "numel", "before → after", "decided by"],
+            {2},
+            [
+                [
+                    md_code(change.name),
+                    shape(change.shape),
+                    f"{change.numel:,}",
+                    f"{state(change.before)} → {state(change.after)}",
+                    md_decision(change.decision),
+                ]
+                for change in changes
+            ],
+        )
         lines += ["", "</details>"]
     else:
         lines.append(f"**No parameter changes state** ({tensors} tensors; {untouched} untouched).")
     pins = report.pin_changes
     if pins:
         lines += ["", f"<details><summary>Eval pins changed ({len(pins)})</summary>", ""]
-        lines += ["| module | before → after | decided by |", "|---|---|---|"]
-        for pin in pins[:MAX_MARKDOWN_ROWS]:
-            lines.append(
-                f"| {md_code(pin.name or '(root)')} | {_pin(pin.before)} → {_pin(pin.after)} | {md_decision(pin.decision)} |"
-            )
-        if len(pins) > MAX_MARKDOWN_ROWS:
-            lines.append(f"| … and {len(pins) - MAX_MARKDOWN_ROWS} more | | |")
+        lines += md_table(
+            ["module", "before → after", "decided by"],
+            (),
+            [
+                [
+                    md_code(pin.name or "(root)"),
+                    f"{pin_mode(pin.before)} → {pin_mode(pin.after)}",
+                    md_decision(pin.decision),
+                ]
+                for pin in pins
+            ],
+        )
         lines += ["", "</details>"]
     return "\n".join(lines) + "\n"
 
 
-def _pin(pinned: bool) -> str:
-    return "pinned eval" if pinned else "follows train()"
+def _markdown_sections(report: Report) -> list[str]:
+    from .sections import sections
+
+    plan = report.plan
+    total = report.after.total
+    lines = []
+    for section in sections(plan, MARKDOWN_SUMMARY_ROWS):
+        pins = section.title == "eval pins"
+        if pins:
+            heading = f"**Eval pins**: {plural(section.count, 'module')} reached or pinned"
+        else:
+            heading = f"**{section.title.capitalize()}**: " + (
+                f"{section.numel:,} parameters ({share(section.numel, total)}) in {plural(section.count, 'tensor')}"
+                if section.count
+                else "nothing"
+            )
+        lines.append(heading)
+        if section.rows:
+            rows = []
+            for row in section.rows:
+                label = md_code(row.label) + (
+                    ": " + ", ".join(md_code(name) for name in row.names[:5]) + (" …" if len(row.names) > 5 else "")
+                    if row.names
+                    else ""
+                )
+                change = (
+                    transition(pin_mode(row.before), pin_mode(row.after))
+                    if pins
+                    else transition(state(row.before), state(row.after))
+                )
+                numbers = [] if pins else [f"{row.numel:,}"]
+                options = [options_cell(row.decision)] if section.title == "trainable" else []
+                rows.append([label, *numbers, change, *options, md_decision(row.decision)])
+            header = [
+                "",
+                *([] if pins else ["numel"]),
+                "state",
+                *(["optimizer"] if section.title == "trainable" else []),
+                "decided by",
+            ]
+            lines += ["", *md_table(header, set() if pins else {1}, rows)]
+        lines.append("")
+    return lines
 
 
-def md_decision(decision: Decision | None) -> str:
-    """The deciding statement as a Markdown cell."""
-    if decision is None:
-        return "–"
-    return f"{md_code(decision.text)} ({html.escape(decision.where())})"
+def _markdown_schedule(plan: Plan) -> list[str]:
+    from .report import stage_summary
+    from .timeline import current_point, timeline
 
-
-def md_code(text: str) -> str:
-    """``text`` as a Markdown code span that survives a table cell."""
-    fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
-    padded = f" {text} " if text.startswith("`") or text.endswith("`") else text
-    return f"{fence}{padded}{fence}".replace("|", "\\|")
+    unit = plan.policy.unit or ""
+    stages = timeline(plan)
+    now = current_point(plan)
+    rows = [
+        [
+            f"**{stage.at}**" if stage.at == now else str(stage.at),
+            f"{stage.trainable:,} ({share(stage.trainable, stage.total)})",
+            stage_summary(stage, first=stage is stages[0]).replace("|", "\\|"),
+        ]
+        for stage in stages
+    ]
+    return [
+        f"**Schedule**: {plural(len(stages), 'stage')} by {unit}",
+        "",
+        *md_table([unit, "trainable", "what changes"], {1}, rows),
+        "",
+    ]
 
 
 # --- tree -------------------------------------------------------------------------
@@ -123,18 +204,30 @@ def format_tree(report: Report, *, color: bool = False) -> str:
     class and state, or same structure) collapse into one line. ``[eval]``
     marks a module pinned in eval mode.
     """
-    return "\n".join(_TreeView(report, color).lines()) + "\n"
+    return "\n".join(TreeView(report.plan).lines(color=color)) + "\n"
 
 
-class _TreeView:
-    def __init__(self, report: Report, color: bool) -> None:
-        self.tree: ModelTree = report.plan.tree
-        self.color = color
+@dataclass(frozen=True)
+class TreeRow:
+    """One line of the tree: a node, or a run of alike siblings (``group``), and what is below it."""
+
+    depth: int
+    group: tuple[int, ...]
+    label: str
+    state: str  # trainable, frozen, partial (or "partial, trainable: bias"), no parameters
+    stats: _Stats
+    last: bool  # the last of its siblings
+    opens: bool  # its children follow (a partial module)
+
+
+class TreeView:
+    """The rows of the module tree: uniform subtrees and alike siblings collapsed, partial ones opened."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.tree: ModelTree = plan.tree
         tree = self.tree
-        wanted = report.plan.requires_grad
-        self.flags = [wanted[p.name] for p in tree.params]
-        pinned = report.plan.pinned
-        self.pinned = [pinned[m.name] for m in tree.modules]
+        self.flags = list(plan.param_flags)
+        self.pinned = list(plan.module_pins)
         # Prefix sums over nodes: a subtree's totals are one subtraction.
         self._tensors, self._trainable, self._numel, self._trainable_numel = [0], [0], [0], [0]
         for node, is_param in enumerate(tree.is_param):
@@ -155,36 +248,47 @@ class _TreeView:
             self._trainable_numel[end] - self._trainable_numel[start],
         )
 
-    def lines(self) -> list[str]:
+    def lines(self, *, color: bool = False) -> list[str]:
         if not len(self.tree):
             return ["(empty model)"]
-        rows = self._rows()
+        rows = []
+        open_levels: list[bool] = []  # per depth: whether a later sibling follows (draws │)
+        for row in self.rows():
+            del open_levels[max(row.depth - 1, 0) :]
+            prefix = "".join("│   " if more else "    " for more in open_levels[1:])
+            connector = "" if row.depth == 0 else ("└── " if row.last else "├── ")
+            rows.append((prefix + connector + row.label, row.state, self._counts(row.stats)))
+            open_levels.append(not row.last)
         width = max(len(part) for part, _, _ in rows)
-        state_width = max(len(state) for _, state, _ in rows)
+        state_width = max(len(label) for _, label, _ in rows)
         out = []
-        for part, state, counts in rows:
-            styled = paint(state.ljust(state_width), *_STATE_STYLE.get(state, ("yellow",)), enabled=self.color)
+        for part, label, counts in rows:
+            styled = paint(label.ljust(state_width), *_STATE_STYLE.get(label, ("yellow",)), enabled=color)
             out.append(f"{part.ljust(width)}  {styled}  {counts}".rstrip())
         return out
 
-    def _rows(self) -> list[tuple[str, str, str]]:
-        """(tree drawing and label, state, counts) per line, depth first without recursion."""
+    def rows(self, *, open_by_name: bool = False) -> list[TreeRow]:
+        """The rows in pre-order, depth first without recursion.
+
+        ``open_by_name``: open a partial subtree even when its state follows from
+        parameter names (the text tree shows ``partial, trainable: bias`` closed).
+        """
         tree = self.tree
         rows = []
-        # (prefix of the line, the nodes of one group, parent name, connector, is the root)
-        stack: list[tuple[str, list[int], str, str, bool]] = [("", [0], "", "", True)]
+        # (depth, the nodes of one group, parent name, is the last sibling)
+        stack: list[tuple[int, list[int], str, bool]] = [(0, [0], "", True)]
         while stack:
-            prefix, group, parent, connector, root = stack.pop()
-            state, stats = self._state(group, summarise=not root)
-            rows.append((prefix + connector + self._label(group, parent), state, self._counts(stats)))
-            if len(group) > 1 or tree.is_param[group[0]] or state != "partial":
+            depth, group, parent, last = stack.pop()
+            state, stats = self._state(group, summarise=depth > 0)
+            partial = state == "partial" or (open_by_name and state.startswith("partial"))
+            opens = len(group) == 1 and not tree.is_param[group[0]] and partial
+            rows.append(TreeRow(depth, tuple(group), self._label(group, parent), state, stats, last, opens))
+            if not opens:
                 continue
             node = group[0]
-            child_prefix = prefix + ("" if root else ("    " if connector == "└── " else "│   "))
             groups = self._groups(node)
             for index in reversed(range(len(groups))):
-                last = index == len(groups) - 1
-                stack.append((child_prefix, groups[index], tree.names[node], "└── " if last else "├── ", False))
+                stack.append((depth + 1, groups[index], tree.names[node], index == len(groups) - 1))
         return rows
 
     def _state(self, group: list[int], *, summarise: bool) -> tuple[str, _Stats]:

@@ -1,4 +1,8 @@
-"""The diff report: what a plan changes, for people (text) and machines (dict/JSON)."""
+"""The report of a plan: what trains, what is frozen, what changed — for people (text, table) and machines (JSON).
+
+``format_text`` answers "what trains?" first, in a few rows (``sections``);
+``format_table`` lists every changed tensor; ``Report.to_json`` every tensor.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,18 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from . import present
 from .cost import CostReport, measure
+from .present import LINE_WIDTH, align, decided_by, decision_dict, delta, model_class, plural, shape, state
+from .sections import Row, Section, sections
 
 if TYPE_CHECKING:
     from ..engine.resolve import Decision, Plan
+    from .timeline import Stage
 
 REPORT_VERSION = 1
+#: the default text fits in this many lines (on any torchvision classifier, policies of up to 10 statements)
+MAX_LINES = 40
 
 
 @dataclass(frozen=True)
@@ -128,7 +138,7 @@ class Report:
                     "dtype": p.dtype,
                     "before": before,
                     "after": plan.requires_grad[p.name],
-                    "decided_by": _decision_dict(plan.decisions[p.name]),
+                    "decided_by": decision_dict(plan.decisions[p.name]),
                 }
                 for p, before in zip(plan.tree.params, plan.start_flags)
             ],
@@ -137,7 +147,7 @@ class Report:
                     "module": pin.name,
                     "before": pin.before,
                     "after": pin.after,
-                    "decided_by": _decision_dict(pin.decision),
+                    "decided_by": decision_dict(pin.decision),
                 }
                 for pin in self.pin_changes
             ],
@@ -157,57 +167,167 @@ class Report:
     def __str__(self) -> str:
         return format_text(self)
 
+    def table(self) -> str:
+        """Every changed parameter tensor and eval pin, one row each (``plan --format table``)."""
+        return format_table(self)
+
+    def _repr_html_(self) -> str:
+        """The visual report in Jupyter: the report as the last line of a cell shows it."""
+        from .html import render_html
+
+        return render_html(self.plan, applied=self.applied, fragment=True)
+
     def __repr__(self) -> str:
         after = self.after
         return f"<Report {len(self.changes)} changed, {after.trainable:,} of {after.total:,} trainable>"
 
 
-def model_class(plan: Plan) -> str:
-    modules = plan.tree.modules
-    return modules[0].classes[0] if modules and modules[0].classes else "Module"
+def format_text(report: Report, *, width: int = LINE_WIDTH, max_lines: int = MAX_LINES) -> str:
+    """What trains (with its optimizer options), what is frozen, what is pinned, the schedule, the counts.
 
-
-def _decision_dict(decision: Decision | None) -> dict | None:
-    if decision is None:
-        return None
-    return {
-        "verb": decision.verb,
-        "text": decision.text,
-        "source": decision.source,
-        "line": decision.line,
-        "column": decision.column,
-        "options": decision.options.model_dump(exclude_none=True) if decision.options else None,
-    }
-
-
-def _state(flag: bool) -> str:
-    return "trainable" if flag else "frozen"
-
-
-def _mode(pinned: bool) -> str:
-    return "pinned eval" if pinned else "follows train()"
-
-
-def _shape(shape: tuple[int, ...]) -> str:
-    return "×".join(str(s) for s in shape) if shape else "scalar"
-
-
-def _table(rows: list[list[str]], right: set[int]) -> list[str]:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return [
-        "  ".join(
-            cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))
-        ).rstrip()
-        for row in rows
-    ]
-
-
-def format_text(report: Report) -> str:
-    """The human diff: changed parameters, untouched count, and the summary table."""
+    Each row is a subtree (or a run of alike siblings) whose tensors share a
+    state, a state before and a deciding statement; every tensor is in one
+    row. Lines fit ``width``; a summary by class keeps the whole within
+    ``max_lines`` (on a plan with very many keys each still takes one row).
+    """
     plan = report.plan
     verb = "applied to" if report.applied else "planned for"
-    stage = f" at {plan.policy.unit} {plan.at}" if plan.policy.unit else ""
-    lines = [f"{plan.policy.source.name}{stage} {verb} {model_class(plan)} ({len(plan.tree.params)} parameter tensors)"]
+    name = plan.policy.source.name
+    rest = (
+        f"{present.stage_suffix(plan)} {verb} {model_class(plan)} ({plural(len(plan.tree.params), 'parameter tensor')})"
+    )
+    title = present.shorten_middle(name, max(20, width - len(rest))) + rest
+    footer = _footer(report)
+    schedule = _schedule(plan, width) if plan.policy.unit else []
+    has_pins = any(plan.module_pins) or any(d >= 0 for d in plan.module_deciders)
+    headings = 2 * (3 if has_pins else 2)
+    budget = max_lines - 1 - headings - (1 + len(footer)) - (1 + len(schedule) if schedule else 0)
+    lines = [title]
+    for section in sections(plan, budget):
+        lines += ["", _heading(section, report.after.total, sum(plan.module_pins))]
+        lines += _section_rows(section, width)
+    if schedule:
+        lines += [""] + schedule
+    lines += [""] + footer
+    return "\n".join(lines)
+
+
+def _heading(section: Section, total: int, pinned: int) -> str:
+    if section.title == "eval pins":
+        others = section.count - pinned
+        more = f"; {plural(others, 'other module')} reached by eval/train statements" if others else ""
+        return f"eval pins: {plural(pinned, 'module')} pinned in eval mode{more}"
+    if not section.count:
+        return f"{section.title}: nothing"
+    count = plural(section.numel, "parameter")
+    return f"{section.title}: {count} ({present.share(section.numel, total)}) in {plural(section.count, 'tensor')}"
+
+
+def _section_rows(section: Section, width: int) -> list[str]:
+    if not section.rows:
+        return []
+    pins = section.title == "eval pins"
+    show_options = section.title == "trainable" and any(
+        present.options_cell(row.decision) != "base group" for row in section.rows
+    )
+    cells = []
+    for row in section.rows:
+        if pins:
+            cells.append([present.transition(present.pin_mode(row.before), present.pin_mode(row.after))])
+            continue
+        cell = [f"{row.numel:,}", present.transition(state(row.before), state(row.after))]
+        if show_options:
+            cell.append(present.options_cell(row.decision))
+        cells.append(cell)
+    rows = [[row.label, *cell, _statement(row, without_options=show_options)] for cell, row in zip(cells, section.rows)]
+    fitted = present.fit_columns(
+        rows, [0, len(rows[0]) - 1], width, indent=2, names=[row.names for row in section.rows], label_room=LABEL_ROOM
+    )
+    return align(fitted, right=set() if pins else {1}, indent="  ")
+
+
+LABEL_ROOM = 50  # the widest label column
+
+
+def _statement(row: Row, *, without_options: bool = False) -> str:
+    """``line 13 unfreeze layer4 with lr_scale=0.385``; without the ``with …`` part when a column shows it."""
+    decision = row.decision
+    if without_options and decision is not None and decision.options is not None and " with " in decision.text:
+        text = present.one_line(decision.text).rsplit(" with ", 1)[0]
+        return f"line {decision.line} {text} with …"
+    return present.statement_cell(decision)
+
+
+def _footer(report: Report) -> list[str]:
+    before, after = report.before, report.after
+    rows = [
+        ["", "before", "after", "delta"],
+        ["total params", f"{before.total:,}", f"{after.total:,}", ""],
+        [
+            "trainable",
+            f"{before.trainable:,}",
+            f"{after.trainable:,}",
+            delta(before.trainable, after.trainable, before.total),
+        ],
+        ["frozen", f"{before.frozen:,}", f"{after.frozen:,}", delta(before.frozen, after.frozen, before.total)],
+    ]
+    return align(rows, right={1, 2, 3})
+
+
+def _schedule(plan: Plan, width: int) -> list[str]:
+    from .timeline import current_point, timeline
+
+    stages = timeline(plan)
+    now = current_point(plan)
+    unit = plan.policy.unit
+    lines = [f"schedule: {plural(len(stages), 'stage')} by {unit} (this report: {unit} {plan.at})"]
+    rows = []
+    for stage in stages:
+        mark = "▶" if stage.at == now else " "
+        rows.append(
+            [
+                f"{mark} {unit} {stage.at}",
+                f"{stage.trainable:,}",
+                present.share(stage.trainable, stage.total),
+                stage_summary(stage, first=stage is stages[0]),
+            ]
+        )
+    return lines + align(present.fit_columns(rows, [3], width, indent=2), right={1, 2}, indent="  ")
+
+
+def stage_summary(stage: Stage, *, first: bool) -> str:
+    """``trains fc``, ``+ layer4 (lr_scale=0.385); 5 modules leave eval``: what a stage changes."""
+    from .timeline import trains
+
+    parts = []
+    if first:
+        parts += [_part("trains", part) for part in trains(stage.plan)] or ["trains nothing"]
+    else:
+        parts += [_part("+", part) for part in stage.starts]
+        parts += [f"− {', '.join(part.labels)}" for part in stage.stops]
+        parts += [f"{', '.join(part.labels)} now {part.options}" for part in stage.regroups]
+    if stage.pinned:
+        parts.append(f"{plural(stage.pinned, 'module')} pinned eval")
+    if stage.unpinned:
+        parts.append(f"{plural(stage.unpinned, 'module')} leave eval")
+    if stage.errors:
+        parts.append("does not resolve: " + ", ".join(sorted({e.code or "error" for e in stage.errors})))
+    return "; ".join(parts) or "no change"
+
+
+def _part(prefix: str, part) -> str:
+    options = "" if part.options == "base group" else f" ({part.options})"
+    return f"{prefix} {', '.join(part.labels)}{options}"
+
+
+def format_table(report: Report) -> str:
+    """Every changed parameter and eval pin in a table, the untouched count, and the counts."""
+    plan = report.plan
+    verb = "applied to" if report.applied else "planned for"
+    lines = [
+        f"{plan.policy.source.name}{present.stage_suffix(plan)} {verb} {model_class(plan)} "
+        f"({plural(len(plan.tree.params), 'parameter tensor')})"
+    ]
     changes = report.changes
     if changes:
         lines += ["", f"changed ({len(changes)}):"]
@@ -216,13 +336,13 @@ def format_text(report: Report) -> str:
             rows.append(
                 [
                     change.name,
-                    _shape(change.shape),
+                    shape(change.shape),
                     f"{change.numel:,}",
-                    f"{_state(change.before)} → {_state(change.after)}",
-                    str(change.decision) if change.decision else "-",
+                    f"{state(change.before)} → {state(change.after)}",
+                    decided_by(change.decision),
                 ]
             )
-        lines += ["  " + row for row in _table(rows, right={2})]
+        lines += align(rows, right={2}, indent="  ")
     else:
         lines += ["", "changed: nothing (every parameter is already as the policy wants)"]
     pin_changes = report.pin_changes
@@ -233,32 +353,12 @@ def format_text(report: Report) -> str:
             rows.append(
                 [
                     pin.name or "(root)",
-                    f"{_mode(pin.before)} → {_mode(pin.after)}",
-                    str(pin.decision) if pin.decision else "-",
+                    f"{present.pin_mode(pin.before)} → {present.pin_mode(pin.after)}",
+                    decided_by(pin.decision),
                 ]
             )
-        lines += ["  " + row for row in _table(rows, right=set())]
+        lines += align(rows, indent="  ")
     untouched = len(report.untouched)
-    lines += ["", f"untouched: {untouched} parameter tensor{'s' if untouched != 1 else ''} (no statement reached them)"]
-
-    before, after = report.before, report.after
-    rows = [
-        ["", "before", "after", "delta"],
-        ["total params", f"{before.total:,}", f"{after.total:,}", ""],
-        [
-            "trainable",
-            f"{before.trainable:,}",
-            f"{after.trainable:,}",
-            _delta(before.trainable, after.trainable, before.total),
-        ],
-        ["frozen", f"{before.frozen:,}", f"{after.frozen:,}", _delta(before.frozen, after.frozen, before.total)],
-    ]
-    lines += [""] + _table(rows, right={1, 2, 3})
+    lines += ["", f"untouched: {plural(untouched, 'parameter tensor')} (no statement reached them)"]
+    lines += [""] + _footer(report)
     return "\n".join(lines)
-
-
-def _delta(old: int, new: int, total: int) -> str:
-    if old == new:
-        return "0"
-    share = f" ({(new - old) / total:+.1%})" if total else ""
-    return f"{new - old:+,}{share}"

@@ -1,0 +1,79 @@
+"""Golden files for the reports people read: plan (every format), diff and explain, on the shipped policies.
+
+Regenerate after an intended change with:
+    UPDATE_GOLDEN=1 python -m pytest tests/test_report_golden.py
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from policyfreeze.cli import main
+
+ROOT = Path(__file__).parent.parent
+GOLDEN = Path(__file__).parent / "golden"
+POLICIES = sorted(p.name for p in (ROOT / "policies").glob("*.freeze"))
+RESNET = "torchvision:resnet18"
+GRADUAL = "policies/resnet-gradual-unfreezing.freeze"
+PROBE = "policies/resnet18-linear-probe.freeze"
+
+
+def check_golden(name: str, actual: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(actual, encoding="utf-8")
+    assert actual == path.read_text(encoding="utf-8")
+
+
+def output(argv: list[str], capsys, monkeypatch) -> str:
+    monkeypatch.chdir(ROOT)  # the policies' names as the reports print them: policies/…
+    status = main(argv)
+    out = capsys.readouterr().out
+    assert status == 0, out
+    return out
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_plan_text(policy, capsys, monkeypatch):
+    check_golden(
+        f"plan/{policy.removesuffix('.freeze')}.txt",
+        output(["plan", f"policies/{policy}", "--model", RESNET], capsys, monkeypatch),
+    )
+
+
+CASES = {
+    "plan/resnet-gradual-unfreezing-epoch-2.txt": ["plan", GRADUAL, "--model", RESNET, "--epoch", "2"],
+    "plan/resnet-gradual-unfreezing.md": ["plan", GRADUAL, "--model", RESNET, "--format", "markdown"],
+    "plan/resnet18-linear-probe-table.txt": ["plan", PROBE, "--model", RESNET, "--format", "table"],
+    "plan/bitfit-tree.txt": ["plan", "policies/bitfit.freeze", "--model", RESNET, "--format", "tree"],
+    "plan/bitfit-vit_b_16.txt": ["plan", "policies/bitfit.freeze", "--model", "torchvision:vit_b_16"],
+    "diff/gradual-vs-probe.txt": ["diff", GRADUAL, PROBE, "--model", RESNET],
+    "diff/gradual-vs-probe.md": ["diff", GRADUAL, PROBE, "--model", RESNET, "--format", "markdown"],
+    "diff/probe-vs-bitfit.txt": ["diff", PROBE, "policies/bitfit.freeze", "--model", RESNET],
+    "explain/gradual.txt": ["explain", GRADUAL, "--model", RESNET, "layer4", "fc.weight", "layer1.0.bn1"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_report(name, capsys, monkeypatch):
+    check_golden(name, output(CASES[name], capsys, monkeypatch))
+
+
+def test_the_readme_shows_what_apply_prints(monkeypatch):
+    import re
+
+    import torch
+    import torchvision
+
+    import policyfreeze
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    [sample] = re.findall(r"```\n(policies/resnet18-linear-probe\.freeze applied to .*?)```", readme, re.DOTALL)
+    monkeypatch.chdir(ROOT)
+    with torch.device("meta"):
+        model = torchvision.models.resnet18(weights=None)
+    assert str(policyfreeze.apply(model, Path(PROBE))) + "\n" == sample
