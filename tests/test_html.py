@@ -89,9 +89,6 @@ def test_jupyter_shows_the_same_view(resnet):
     assert fragment in render_html(plan)
 
 
-@pytest.mark.skipif(
-    not hasattr(policyfreeze.Plan, "_repr_html_"), reason="Plan._repr_html_ joins engine/resolve.py at merge"
-)
 def test_a_plan_as_the_last_line_of_a_cell_shows_the_report(resnet):
     plan = policyfreeze.resolve(resnet, POLICIES.joinpath("resnet18-linear-probe.freeze"))
     assert plan._repr_html_() == render_html(plan, fragment=True)

@@ -19,6 +19,7 @@ import torchvision
 
 import policyfreeze
 from policyfreeze.model.tree import ModelTree
+from policyfreeze.model.walk import tree_of
 from policyfreeze.report.report import MAX_LINES, Report
 from policyfreeze.report.sections import sections
 
@@ -97,7 +98,7 @@ def check(plan) -> None:
 @pytest.mark.parametrize("name", MODELS)
 def test_every_classifier_fits_40_lines_of_100_columns(name):
     model = build(name)
-    tree = ModelTree.from_module(model)
+    tree = tree_of(model)
     rng = random.Random(name)
     texts = [path.read_text() for path in POLICIES] + [random_policy(tree, rng) for _ in range(RANDOM_POLICIES)]
     for text in texts:

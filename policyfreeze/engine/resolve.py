@@ -140,6 +140,16 @@ class Plan:
     def frozen(self) -> list[str]:
         return list(itertools.compress(self.tree.param_names, map(operator.not_, self.param_flags)))
 
+    def _repr_html_(self) -> str:
+        """The plan's visual report, so a plan shown in Jupyter draws itself.
+
+        IPython looks for this on the object, so the plan names its view; the
+        report package is imported only when a notebook displays a plan.
+        """
+        from ..report.html import render_html
+
+        return render_html(self, fragment=True)
+
     def param_groups(self, *, lr: float | None = None, weight_decay: float | None = None) -> list[dict]:
         """Optimizer parameter groups holding only what trains, grouped by ``with`` options.
 

@@ -128,7 +128,7 @@ def to_tree(manifest: Manifest) -> ModelTree:
     module_nodes: list[int] = []
     param_ids: list[int] = []  # per slot
     module_ids: list[int] = []
-    # Pre-order, as ModelTree.from_module_with_objects walks a live model. An int on
+    # Pre-order, as walk.walk goes through a live model. An int on
     # the stack marks a node whose subtree is complete. Local names have no dots,
     # so every name visited is longer than its parent's and must be in the
     # manifest: the walk ends even on a manifest that describes a cycle.

@@ -185,8 +185,7 @@ class _Page:
         return out
 
     def _timeline(self) -> list[str]:
-        from .report import stage_summary
-        from .timeline import current_point, timeline
+        from .timeline import current_point, stage_summary, timeline
 
         plan = self.plan
         unit = plan.policy.unit or ""

@@ -152,8 +152,7 @@ def _markdown_sections(report: Report) -> list[str]:
 
 
 def _markdown_schedule(plan: Plan) -> list[str]:
-    from .report import stage_summary
-    from .timeline import current_point, timeline
+    from .timeline import current_point, stage_summary, timeline
 
     unit = plan.policy.unit or ""
     stages = timeline(plan)

@@ -17,7 +17,6 @@ from .sections import Row, Section, sections
 
 if TYPE_CHECKING:
     from ..engine.resolve import Decision, Plan
-    from .timeline import Stage
 
 REPORT_VERSION = 1
 #: the default text fits in this many lines (on any torchvision classifier, policies of up to 10 statements)
@@ -275,7 +274,7 @@ def _footer(report: Report) -> list[str]:
 
 
 def _schedule(plan: Plan, width: int) -> list[str]:
-    from .timeline import current_point, timeline
+    from .timeline import current_point, stage_summary, timeline
 
     stages = timeline(plan)
     now = current_point(plan)
@@ -293,31 +292,6 @@ def _schedule(plan: Plan, width: int) -> list[str]:
             ]
         )
     return lines + align(present.fit_columns(rows, [3], width, indent=2), right={1, 2}, indent="  ")
-
-
-def stage_summary(stage: Stage, *, first: bool) -> str:
-    """``trains fc``, ``+ layer4 (lr_scale=0.385); 5 modules leave eval``: what a stage changes."""
-    from .timeline import trains
-
-    parts = []
-    if first:
-        parts += [_part("trains", part) for part in trains(stage.plan)] or ["trains nothing"]
-    else:
-        parts += [_part("+", part) for part in stage.starts]
-        parts += [f"− {', '.join(part.labels)}" for part in stage.stops]
-        parts += [f"{', '.join(part.labels)} now {part.options}" for part in stage.regroups]
-    if stage.pinned:
-        parts.append(f"{plural(stage.pinned, 'module')} pinned eval")
-    if stage.unpinned:
-        parts.append(f"{plural(stage.unpinned, 'module')} leave eval")
-    if stage.errors:
-        parts.append("does not resolve: " + ", ".join(sorted({e.code or "error" for e in stage.errors})))
-    return "; ".join(parts) or "no change"
-
-
-def _part(prefix: str, part) -> str:
-    options = "" if part.options == "base group" else f" ({part.options})"
-    return f"{prefix} {', '.join(part.labels)}{options}"
 
 
 def format_table(report: Report) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..engine.resolve import advance, evaluate
-from .present import options_cell
+from .present import options_cell, plural
 from .sections import cover, label_of
 
 if TYPE_CHECKING:
@@ -153,3 +153,26 @@ def _parts(plan: Plan, moved: list[str | None]) -> tuple[Part, ...]:
 
 def _param_nodes(tree: ModelTree, node: int) -> list[int]:
     return [n for n in range(node, tree.ends[node]) if tree.is_param[n]]
+
+
+def stage_summary(stage: Stage, *, first: bool) -> str:
+    """``trains fc``, ``+ layer4 (lr_scale=0.385); 5 modules leave eval``: what a stage changes."""
+    parts = []
+    if first:
+        parts += [_part("trains", part) for part in trains(stage.plan)] or ["trains nothing"]
+    else:
+        parts += [_part("+", part) for part in stage.starts]
+        parts += [f"− {', '.join(part.labels)}" for part in stage.stops]
+        parts += [f"{', '.join(part.labels)} now {part.options}" for part in stage.regroups]
+    if stage.pinned:
+        parts.append(f"{plural(stage.pinned, 'module')} pinned eval")
+    if stage.unpinned:
+        parts.append(f"{plural(stage.unpinned, 'module')} leave eval")
+    if stage.errors:
+        parts.append("does not resolve: " + ", ".join(sorted({e.code or "error" for e in stage.errors})))
+    return "; ".join(parts) or "no change"
+
+
+def _part(prefix: str, part) -> str:
+    options = "" if part.options == "base group" else f" ({part.options})"
+    return f"{prefix} {', '.join(part.labels)}{options}"
