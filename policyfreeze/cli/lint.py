@@ -41,6 +41,7 @@ def register(commands) -> None:
     model.add_argument(
         "--manifest", metavar="FILE", help="a model manifest written by 'policyfreeze manifest' (no torch needed)"
     )
+    common.add_no_cache(lint)
     lint.add_argument(
         "--format", choices=("text", "json", "github", "sarif"), default="text", help="output format (default: text)"
     )
@@ -127,7 +128,5 @@ def _lint_tree(args: argparse.Namespace) -> ModelTree | None:
 
         return to_tree(load(args.manifest))
     if args.model:
-        from ..model.tree import ModelTree
-
-        return ModelTree.from_module(common.build_model(args.model))
+        return common.model_tree(args.model, cache=not args.no_cache)
     return None

@@ -21,6 +21,7 @@ def register(commands) -> None:
     )
     plan.add_argument("policy", metavar="POLICY", help=f"a policy file ('{common.STDIN}': stdin)")
     plan.add_argument("--model", required=True, metavar="SPEC", help=common.MODEL_HELP)
+    common.add_no_cache(plan)
     plan.add_argument(
         "--format",
         choices=("text", "json", "markdown", "tree"),
@@ -36,7 +37,11 @@ def run(args: argparse.Namespace) -> int:
     from ..report.render import format_markdown, format_tree
     from ..report.report import Report
 
-    plan = common.resolve(common.load_policy(args.policy, args.stdin_filename), common.build_model(args.model), args)
+    plan = common.resolve(
+        common.load_policy(args.policy, args.stdin_filename),
+        common.model_tree(args.model, cache=not args.no_cache),
+        args,
+    )
     report = Report(plan, applied=False)
     if args.format == "json":
         print(report.to_json())
