@@ -119,7 +119,7 @@ def _parse_published(text: str, kind: str, rest: str) -> ModelSpec:
         name = model
     if not name:
         example = {"hf": "hf:bert", "timm": "timm:resnet50", "torchvision": "torchvision:resnet18"}[kind]
-        raise PolicyUsageError(f"--model {text}: no model named after '{kind}:' (e.g. {example})")
+        raise PolicyUsageError(f"--model {text}: the model's name is missing (e.g. {example})")
     options: dict[str, Any] = {}
     for pair in pairs:
         key, equals, value = pair.partition("=")
@@ -205,8 +205,11 @@ def _factory(spec: ModelSpec) -> Callable[[], Any]:
     module = _load_file(spec) if spec.kind == "file" else _import(spec)
     factory = getattr(module, spec.attribute, None)
     if not callable(factory):
-        public = [name for name in dir(module) if not name.startswith("_") and callable(getattr(module, name, None))]
-        close = [f"{spec.name}:{name}" for name in _close(spec.attribute, public)]
+        # Only the closest name is looked up: getting every attribute of a lazy module (transformers) imports it all.
+        public = [name for name in dir(module) if not name.startswith("_")]
+        close = [
+            f"{spec.name}:{name}" for name in _close(spec.attribute, public) if callable(getattr(module, name, None))
+        ]
         raise PolicyUsageError(
             f"--model {spec.text}: {spec.name} has no callable {spec.attribute!r}"
             + _did_you_mean(close or _published_spelling(spec.text))
@@ -242,9 +245,7 @@ def _timm(spec: ModelSpec, options: dict[str, Any]) -> Callable[[], Any]:
 def _hf(spec: ModelSpec, options: dict[str, Any]) -> Callable[[], Any]:
     _require(spec, "torch")
     transformers = _require(spec, "transformers")
-    config = _hf_config(spec, transformers)
-    for key, value in options.items():
-        _override(spec, config, key, value)
+    config = _hf_config(spec, transformers, options)
     model_class = _hf_class(spec, transformers, config)
     if hasattr(model_class, "from_config"):  # an Auto class
         return lambda: model_class.from_config(config)
@@ -252,7 +253,14 @@ def _hf(spec: ModelSpec, options: dict[str, Any]) -> Callable[[], Any]:
     return lambda: model_class._from_config(config)
 
 
-def _hf_config(spec: ModelSpec, transformers: Any) -> Any:
+def _hf_config(spec: ModelSpec, transformers: Any, options: dict[str, Any]) -> Any:
+    """The config, with the options applied as transformers applies them.
+
+    For a model type they are the config class's arguments (so values derived
+    from them, such as Llama's ``head_dim``, follow); for a config.json they are
+    set on the loaded config, as ``AutoConfig.from_pretrained(path, KEY=VALUE)``
+    sets them.
+    """
     source = spec.hf_source
     if source == "type":
         known = list(transformers.CONFIG_MAPPING.keys())
@@ -262,13 +270,26 @@ def _hf_config(spec: ModelSpec, transformers: Any) -> Any:
                 + _did_you_mean(f"hf:{name}" for name in _close(spec.name, known)),
                 help="a checkpoint is hf:ORG/NAME; a directory with config.json is hf:./path/to/dir",
             )
-        return transformers.AutoConfig.for_model(spec.name)
+        default = transformers.AutoConfig.for_model(spec.name)
+        arguments: dict[str, Any] = {}
+        for key, value in options.items():
+            _check_setting(spec, default, key)
+            *path, last = key.split(".")
+            level = arguments
+            for part in path:
+                level = level.setdefault(part, {})
+            level[last] = value
+        return transformers.AutoConfig.for_model(spec.name, **arguments) if arguments else default
     if source == "directory":
         directory = Path(spec.name).expanduser()
         if not (directory / "config.json").is_file():
             raise PolicyUsageError(f"--model {spec.text}: {spec.name} is not a directory holding config.json")
-        return _read_config(spec, transformers, str(directory))
-    return _read_config(spec, transformers, spec.name)
+        config = _read_config(spec, transformers, str(directory))
+    else:
+        config = _read_config(spec, transformers, spec.name)
+    for key, value in options.items():
+        setattr(*_check_setting(spec, config, key), value)
+    return config
 
 
 def _read_config(spec: ModelSpec, transformers: Any, where: str) -> Any:
@@ -288,8 +309,9 @@ def _read_config(spec: ModelSpec, transformers: Any, where: str) -> Any:
         ) from None
 
 
-def _override(spec: ModelSpec, config: Any, key: str, value: Any) -> None:
-    """Set one config attribute, refusing a name the config does not have (a typo would be ignored)."""
+def _check_setting(spec: ModelSpec, config: Any, key: str) -> tuple[Any, str]:
+    """The (sub-)config a dotted KEY names and its last part; a name the config lacks is refused (a typo
+    would be ignored)."""
     *path, last = key.split(".")
     target = config
     for part in path:
@@ -300,9 +322,11 @@ def _override(spec: ModelSpec, config: Any, key: str, value: Any) -> None:
     if last not in known and not hasattr(target, last):
         raise PolicyUsageError(
             f"--model {spec.text}: the {type(target).__name__} has no setting {last!r}"
-            + _did_you_mean(".".join([*path, name]) + "=" for name in _close(last, known))
+            + _did_you_mean(
+                spec.text.replace(f",{key}=", f",{'.'.join([*path, name])}=", 1) for name in _close(last, known)
+            )
         )
-    setattr(target, last, value)
+    return target, last
 
 
 def _hf_class(spec: ModelSpec, transformers: Any, config: Any) -> Any:
