@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("bench_resolve.py", "bench_parse.py", "bench_cold_start.py", "bench_savings.py")
+BENCHMARKS = ("bench_resolve.py", "bench_parse.py", "bench_cold_start.py", "bench_savings.py", "bench_cache.py")
 
 
 def main() -> int:
