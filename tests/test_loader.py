@@ -22,6 +22,7 @@ import transformers
 from policyfreeze.cli import main
 from policyfreeze.model.loader import ModelSpec, build_model, parse_spec
 from policyfreeze.model.tree import ModelTree
+from policyfreeze.model.walk import walk
 
 ROOT = Path(__file__).parent.parent
 GOLDEN = ROOT / "tests" / "golden" / "model-specs.txt"
@@ -128,7 +129,7 @@ def test_parsing_imports_nothing() -> None:
 
 
 def tree_of(model: torch.nn.Module) -> ModelTree:
-    return ModelTree.from_module(model)
+    return walk(model).tree
 
 
 BUILT = [

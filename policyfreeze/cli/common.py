@@ -135,14 +135,14 @@ def _structure(spec: str, *, cache: bool, manifest: bool) -> tuple[Any, ModelTre
     from ..model import cache as model_cache
     from ..model.loader import parse_spec
     from ..model.manifest import from_tree
-    from ..model.tree import ModelTree
+    from ..model.walk import walk
 
     entry = model_cache.entry(parse_spec(spec), __version__) if cache else None
     if entry is not None:
         cached = model_cache.read(entry)
         if cached is not None:
             return cached
-    tree = ModelTree.from_module(build_model(spec))
+    tree = walk(build_model(spec)).tree
     written = from_tree(tree, model=spec) if manifest or entry is not None else None
     if entry is not None and written is not None:
         model_cache.write(entry, written)
