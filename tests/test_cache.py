@@ -304,7 +304,7 @@ def test_concurrent_writers_never_leave_a_partial_entry(tmp_path: Path, capsys, 
     paths = [tmp_path / "a.json", tmp_path / "b.json"]
     for path, content in zip(paths, (text, other)):
         path.write_text(content)
-    start = str(time.time() + 3)
+    start = str(time.time() + 2)
     roles = ["writer"] * 4 + ["reader"] * 2
     processes = [
         subprocess.Popen([sys.executable, "-c", WRITER, role, start, RESNET, *map(str, paths)], stderr=subprocess.PIPE)

@@ -205,19 +205,20 @@ def test_relative_hf_directory(tmp_path: Path, monkeypatch) -> None:
     assert type(build_model("hf:./models/tiny", device="meta")).__name__ == "BertModel"
 
 
-def test_hf_checkpoint_from_the_local_cache(tmp_path: Path, monkeypatch) -> None:
-    """ORG/NAME reads the snapshot in the hub cache; nothing is downloaded (a fresh process: the hub's cache
-    location is read when huggingface_hub is imported)."""
-    env = {
-        **os.environ,
-        **OFFLINE,
-        "HF_HUB_CACHE": str(
-            hub_cache(tmp_path / "hub", "tiny-org/tiny-bert", tiny_bert_config(architectures=["BertForMaskedLM"]))
-        ),
-    }
-    code = "from policyfreeze.model.loader import build_model; print(type(build_model('hf:tiny-org/tiny-bert', device='meta')).__name__)"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    assert done.stdout.strip() == "BertForMaskedLM"
+def test_hf_checkpoint_from_the_local_cache(tmp_path: Path, monkeypatch, capsys, model_cache: Path) -> None:
+    """ORG/NAME reads the snapshot in the hub cache, nothing downloaded; the model cache keys on that config."""
+    import huggingface_hub.constants
+
+    hub = hub_cache(tmp_path / "hub", "tiny-org/tiny-bert", tiny_bert_config(architectures=["BertForMaskedLM"]))
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))  # for a process started now,
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(hub))  # and for this one, already started
+    assert type(build_model("hf:tiny-org/tiny-bert", device="meta")).__name__ == "BertForMaskedLM"
+    assert main(["manifest", "--model", "hf:tiny-org/tiny-bert"]) == 0
+    built = capsys.readouterr()
+    assert main(["manifest", "--model", "hf:tiny-org/tiny-bert"]) == 0
+    assert capsys.readouterr() == built
+    assert len(list((model_cache / "manifests").iterdir())) == 1
+    assert '"cls.predictions.transform.dense.weight"' in built.out
 
 
 def test_build_failure_is_a_build_error_with_its_cause() -> None:
@@ -313,27 +314,45 @@ MISSING = [
     # (package made unimportable, spec, the extra the message names)
     ("torch", "torchvision:resnet18", "torch"),
     ("torch", "tests/lint_corpus/models.py:tied", "torch"),
+    ("torch", "hf:bert", "hf"),
     ("torchvision", "torchvision:resnet18", "torch"),
     ("transformers", "hf:bert", "hf"),
-    ("torch", "hf:bert", "hf"),
     ("timm", "timm:resnet18", "timm"),
 ]
 
+# One process for every case: sys.modules[name] = None is how Python marks a module that cannot be imported.
+MISSING_SCRIPT = """
+import contextlib, io, json, sys
+from policyfreeze.cli import main
+
+results = []
+for package, spec in json.loads(sys.argv[1]):
+    sys.modules[package] = None
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        status = main(["plan", "policies/bitfit.freeze", "--model", spec])
+    del sys.modules[package]
+    results.append([status, err.getvalue()])
+print(json.dumps(results))
+"""
+
+
+@pytest.fixture(scope="module")
+def missing_results() -> dict[tuple[str, str], tuple[int, str]]:
+    cases = [[package, spec] for package, spec, _ in MISSING]
+    done = subprocess.run(
+        [sys.executable, "-c", MISSING_SCRIPT, json.dumps(cases)], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    return {(package, spec): tuple(result) for (package, spec), result in zip(cases, json.loads(done.stdout))}
+
 
 @pytest.mark.parametrize(("package", "spec", "extra"), MISSING, ids=[f"{p}-{s}" for p, s, _ in MISSING])
-def test_a_missing_package_names_the_extra(package: str, spec: str, extra: str) -> None:
-    # sys.modules[name] = None is how Python marks a module that cannot be imported.
-    code = (
-        "import sys\n"
-        f"sys.modules[{package!r}] = None\n"
-        "from policyfreeze.cli import main\n"
-        f"sys.exit(main(['plan', 'policies/bitfit.freeze', '--model', {spec!r}]))\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
-    assert done.returncode == 2, done.stderr
-    assert f"pip install 'policyfreeze[{extra}]'" in done.stderr
-    assert f"needs {package}" in done.stderr
-    assert "internal error" not in done.stderr and "Traceback" not in done.stderr
+def test_a_missing_package_names_the_extra(package: str, spec: str, extra: str, missing_results) -> None:
+    status, err = missing_results[package, spec]
+    assert status == 2, err
+    assert f"pip install 'policyfreeze[{extra}]'" in err
+    assert f"needs {package}" in err
+    assert "internal error" not in err and "Traceback" not in err
 
 
 # --- user modules from the current directory --------------------------------------------------

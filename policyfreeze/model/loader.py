@@ -186,9 +186,10 @@ def _require(spec: ModelSpec, module: str) -> Any:
 
 
 def _missing(spec: ModelSpec, exc: ImportError) -> PolicyUsageError:
-    name = exc.name or "a package"
+    name = (exc.name or "a package").partition(".")[0]
+    why = "is not installed" if isinstance(exc, ModuleNotFoundError) else f"cannot be imported ({exc})"
     return PolicyUsageError(
-        f"--model {spec.text} needs {name}, which cannot be imported ({exc})",
+        f"--model {spec.text} needs {name}, which {why}",
         help=f"install the extra: pip install 'policyfreeze[{spec.extra}]'",
     )
 
@@ -356,7 +357,7 @@ def _import(spec: ModelSpec) -> Any:
     try:
         return importlib.import_module(spec.name)
     except ImportError as exc:
-        if exc.name == "torch":
+        if (exc.name or "").partition(".")[0] == "torch":
             raise _missing(spec, exc) from None
         hint = _published_spelling(spec.text) if exc.name == spec.name.partition(".")[0] else []
         raise PolicyUsageError(f"--model {spec.text}: cannot import {spec.name}: {exc}" + _did_you_mean(hint)) from None
@@ -379,7 +380,7 @@ def _load_file(spec: ModelSpec) -> Any:
     try:
         module_spec.loader.exec_module(module)
     except ImportError as exc:
-        if exc.name == "torch":
+        if (exc.name or "").partition(".")[0] == "torch":
             raise _missing(spec, exc) from None
         raise PolicyUsageError(f"--model {spec.text}: running the file failed: ImportError: {exc}") from None
     except Exception as exc:
