@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from ..engine.resolve import Plan
     from ..language.policy import Policy
     from ..language.source import Source
+    from ..model.cache import Entry
     from ..model.manifest import Manifest
     from ..model.tree import ModelTree
 
@@ -121,32 +122,42 @@ def build_model(spec: str) -> Any:
 
 def model_tree(spec: str, *, cache: bool = True) -> ModelTree:
     """The structure of the model ``spec`` names: from the model cache when it holds it (no torch), else built."""
-    return _structure(spec, cache=cache, manifest=False)[1]
+    from ..model import cache as model_cache
+    from ..model.manifest import from_tree
+    from ..model.walk import walk
+
+    entry, cached = _cached(spec, cache)
+    if cached is not None:
+        return cached[1]
+    tree = walk(build_model(spec)).tree
+    if entry is not None:
+        model_cache.write(entry, from_tree(tree, model=spec))
+    return tree
 
 
 def model_manifest(spec: str, *, cache: bool = True) -> Manifest:
     """The manifest of the model ``spec`` names, from the model cache when it holds it."""
-    return _structure(spec, cache=cache, manifest=True)[0]
-
-
-def _structure(spec: str, *, cache: bool, manifest: bool) -> tuple[Any, ModelTree]:
-    """(manifest or None, tree); a published architecture's manifest is cached on the way."""
-    from .. import __version__
     from ..model import cache as model_cache
-    from ..model.loader import parse_spec
     from ..model.manifest import from_tree
     from ..model.walk import walk
 
-    entry = model_cache.entry(parse_spec(spec), __version__) if cache else None
+    entry, cached = _cached(spec, cache)
+    if cached is not None:
+        return cached[0]
+    manifest = from_tree(walk(build_model(spec)).tree, model=spec)
     if entry is not None:
-        cached = model_cache.read(entry)
-        if cached is not None:
-            return cached
-    tree = walk(build_model(spec)).tree
-    written = from_tree(tree, model=spec) if manifest or entry is not None else None
-    if entry is not None and written is not None:
-        model_cache.write(entry, written)
-    return written, tree
+        model_cache.write(entry, manifest)
+    return manifest
+
+
+def _cached(spec: str, cache: bool) -> tuple[Entry | None, tuple[Manifest, ModelTree] | None]:
+    """The model cache's entry for ``spec`` (None: not cached) and what it holds (None: nothing to trust)."""
+    from .. import __version__
+    from ..model import cache as model_cache
+    from ..model.loader import parse_spec
+
+    entry = model_cache.entry(parse_spec(spec), __version__) if cache else None
+    return entry, None if entry is None else model_cache.read(entry)
 
 
 def resolve(policy: Policy, model: Any, args: argparse.Namespace) -> Plan:
