@@ -14,8 +14,8 @@ transformers class to build (``BertForSequenceClassification``,
 ``AutoModel``. And user code: ``package.module:factory``,
 ``path/to/file.py:factory``.
 
-``parse_spec`` reads a spec without importing anything (the model cache keys
-on it); only ``build_model`` imports torch and the model's package. Only the
+``parse_spec`` reads a well-formed spec without importing anything (the model
+cache keys on it); only ``build_model`` imports torch and the model's package. Only the
 command line imports user code, and only through this module.
 """
 
@@ -94,7 +94,8 @@ class ModelSpec:
 
 
 def parse_spec(text: str) -> ModelSpec:
-    """Read a spec; a malformed one is a usage error. Imports nothing."""
+    """Read a spec; a malformed one is a usage error. Imports nothing (but the libraries whose model names
+    a spec without a prefix is compared with, to suggest one)."""
     prefix, colon, rest = text.partition(":")
     if colon and prefix in PUBLISHED:
         return _parse_published(text, prefix, rest)
