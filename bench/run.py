@@ -25,6 +25,7 @@ BENCHMARKS = (
     "bench_savings.py",
     "bench_stages.py",
     "bench_html.py",
+    "bench_cache.py",
 )
 
 

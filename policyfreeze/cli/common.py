@@ -15,11 +15,17 @@ if TYPE_CHECKING:
     from ..engine.resolve import Plan
     from ..language.policy import Policy
     from ..language.source import Source
+    from ..model.cache import Entry
+    from ..model.manifest import Manifest
+    from ..model.tree import ModelTree
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 STDIN = "-"
 POLICY_SUFFIX = ".freeze"
-MODEL_HELP = "the model: torchvision:NAME, package.module:factory or path/to/file.py:factory"
+MODEL_HELP = (
+    "the model: torchvision:NAME, timm:NAME, hf:MODEL[:CLASS] (a model type, ORG/NAME or ./dir), "
+    "package.module:factory or path/to/file.py:factory; ',KEY=VALUE' after a published model sets an option"
+)
 
 
 class Parser(argparse.ArgumentParser):
@@ -89,15 +95,21 @@ def load_policy(path: str, stdin_filename: str | None) -> Policy:
     return parse_source(read(path, stdin_filename)[0])
 
 
+def add_no_cache(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="build the model instead of reading its structure from the model cache (see docs/cli.md)",
+    )
+
+
 def build_model(spec: str) -> Any:
     """The model on the meta device; on the CPU, with a note, when its constructor needs real tensors."""
     from ..model import loader
 
     try:
         return loader.build_model(spec, device="meta")
-    except PolicyUsageError as exc:
-        if exc.__cause__ is None:
-            raise  # the spec itself is wrong: building elsewhere cannot help
+    except loader.ModelBuildError as exc:
         meta_error = exc.__cause__
     model = loader.build_model(spec)
     print(
@@ -108,11 +120,62 @@ def build_model(spec: str) -> Any:
     return model
 
 
-def resolve(policy: Policy, model: Any, args: argparse.Namespace) -> Plan:
-    """The plan at the stage the arguments name, its warnings printed to stderr."""
-    from ..engine import resolve as resolver
+def model_tree(spec: str, *, cache: bool = True) -> ModelTree:
+    """The structure of the model ``spec`` names: from the model cache when it holds it (no torch), else built."""
+    from ..model import cache as model_cache
+    from ..model.manifest import from_tree
+    from ..model.walk import walk
 
-    plan = resolver.resolve(model, policy, epoch=args.epoch, step=args.step, phase=args.phase)
+    entry, cached = _cached(spec, cache)
+    if cached is not None:
+        return cached[1]
+    tree = walk(build_model(spec)).tree
+    if entry is not None:
+        model_cache.write(entry, from_tree(tree, model=spec))
+    return tree
+
+
+def model_manifest(spec: str, *, cache: bool = True) -> Manifest:
+    """The manifest of the model ``spec`` names, from the model cache when it holds it."""
+    from ..model import cache as model_cache
+    from ..model.manifest import from_tree
+    from ..model.walk import walk
+
+    entry, cached = _cached(spec, cache)
+    if cached is not None:
+        return cached[0]
+    manifest = from_tree(walk(build_model(spec)).tree, model=spec)
+    if entry is not None:
+        model_cache.write(entry, manifest)
+    return manifest
+
+
+def _cached(spec: str, cache: bool) -> tuple[Entry | None, tuple[Manifest, ModelTree] | None]:
+    """The model cache's entry for ``spec`` (None: not cached) and what it holds (None: nothing to trust)."""
+    from .. import __version__
+    from ..model import cache as model_cache
+    from ..model.loader import parse_spec
+
+    entry = model_cache.entry(parse_spec(spec), __version__) if cache else None
+    return entry, None if entry is None else model_cache.read(entry)
+
+
+def plan_of(policy: Policy, model: Any, args: argparse.Namespace) -> Plan:
+    """The plan at the stage the arguments name, on a live model or a model tree (errors raised)."""
+    from ..engine import resolve as resolver
+    from ..model.tree import ModelTree
+
+    if not isinstance(model, ModelTree):
+        return resolver.resolve(model, policy, epoch=args.epoch, step=args.step, phase=args.phase)
+    plan = resolver.evaluate(model, policy, resolver.stage_at(policy, args.epoch, args.step, args.phase))
+    if plan.errors:
+        raise PolicyError.collect(list(plan.errors))
+    return plan
+
+
+def resolve(policy: Policy, model: Any, args: argparse.Namespace) -> Plan:
+    """``plan_of``, its warnings printed to stderr."""
+    plan = plan_of(policy, model, args)
     for finding in plan.warnings:
         print(f"warning: {finding}", file=sys.stderr)
     return plan

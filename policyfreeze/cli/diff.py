@@ -31,6 +31,7 @@ def register(commands) -> None:
     diff.add_argument("old", metavar="OLD", help="the policy before")
     diff.add_argument("new", metavar="NEW", help="the policy after")
     diff.add_argument("--model", required=True, metavar="SPEC", help=common.MODEL_HELP)
+    common.add_no_cache(diff)
     diff.add_argument(
         "--format", choices=("text", "json", "markdown"), default="text", help="output format (default: text)"
     )
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         raise PolicyUsageError(f"only one of OLD and NEW can be '{common.STDIN}' (stdin)")
     old = common.load_policy(args.old, args.stdin_filename)
     new = common.load_policy(args.new, args.stdin_filename)
-    model = common.build_model(args.model)
+    model = common.model_tree(args.model, cache=not args.no_cache)
     one_stage = any(at is not None for at in (args.epoch, args.step, args.phase))
     difference = diff_schedules(
         common.resolve(old, model, args), common.resolve(new, model, args), every_stage=not one_stage

@@ -26,6 +26,7 @@ def register(commands) -> None:
     explain.add_argument("policy", metavar="POLICY", help=f"a policy file ('{common.STDIN}': stdin)")
     explain.add_argument("names", nargs="+", metavar="NAME", help="parameter or module names, as the model names them")
     explain.add_argument("--model", required=True, metavar="SPEC", help=common.MODEL_HELP)
+    common.add_no_cache(explain)
     common.add_stage(explain)
     common.add_stdin_filename(explain)
     explain.set_defaults(run=run)
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from ..report.timeline import stage_plans, stage_points
 
     policy = common.load_policy(args.policy, args.stdin_filename)
-    plan = common.resolve(policy, common.build_model(args.model), args)
+    plan = common.resolve(policy, common.model_tree(args.model, cache=not args.no_cache), args)
     explanations = explain(plan, args.names)
     stages = list(zip(stage_points(plan), stage_plans(plan))) if policy.unit else None
     print(format_explanations(explanations, policy.source.name, stages))

@@ -45,6 +45,7 @@ def register(commands) -> None:
     model.add_argument(
         "--manifest", metavar="FILE", help="a model manifest written by 'policyfreeze manifest' (no torch needed)"
     )
+    common.add_no_cache(lint)
     lint.add_argument(
         "--format", choices=("text", "json", "github", "sarif"), default="text", help="output format (default: text)"
     )
@@ -149,9 +150,7 @@ def _lint_tree(args: argparse.Namespace) -> ModelTree | None:
 
         return to_tree(load(args.manifest))
     if args.model:
-        from ..model.walk import tree_of
-
-        return tree_of(common.build_model(args.model))
+        return common.model_tree(args.model, cache=not args.no_cache)
     return None
 
 

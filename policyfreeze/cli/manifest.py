@@ -28,17 +28,17 @@ def register(commands) -> None:
     what.add_argument("--model", metavar="SPEC", help=common.MODEL_HELP + " (built on the meta device)")
     what.add_argument("--schema", action="store_true", help="print the JSON Schema of the manifest format")
     manifest.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    common.add_no_cache(manifest)
     manifest.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..model.manifest import from_tree, json_schema
-    from ..model.walk import tree_of
+    from ..model.manifest import json_schema
 
     if args.schema:
         text = json_schema()
     else:
-        text = from_tree(tree_of(common.build_model(args.model)), model=args.model).to_json()
+        text = common.model_manifest(args.model, cache=not args.no_cache).to_json()
     if args.output in (None, common.STDIN):
         sys.stdout.write(text)
     else:

@@ -37,6 +37,7 @@ def register(commands) -> None:
     )
     plan.add_argument("policy", metavar="POLICY", help=f"a policy file ('{common.STDIN}': stdin)")
     plan.add_argument("--model", required=True, metavar="SPEC", help=common.MODEL_HELP)
+    common.add_no_cache(plan)
     plan.add_argument(
         "--format",
         choices=FORMATS,
@@ -51,11 +52,10 @@ def register(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.resolve import resolve
     from ..report.report import Report
 
     policy = common.load_policy(args.policy, args.stdin_filename)
-    plan = resolve(common.build_model(args.model), policy, epoch=args.epoch, step=args.step, phase=args.phase)
+    plan = common.plan_of(policy, common.model_tree(args.model, cache=not args.no_cache), args)
     problem = nothing_trainable(plan)
     for finding in plan.warnings:
         if finding is not problem:
