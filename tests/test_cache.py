@@ -109,7 +109,7 @@ def test_a_cached_run_needs_no_model_library(capsys, model_cache: Path) -> None:
         "sys.modules.update(dict.fromkeys(['torch', 'torchvision', 'timm', 'transformers']))\n"
         "from policyfreeze.cli import main\n"
         "for spec in ('torchvision:resnet18', 'hf:bert,num_hidden_layers=1', 'timm:resnet18'):\n"
-        f"    assert main(['plan', {str(PROBE)!r}, '--model', spec, '--format', 'tree']) == 0\n"
+        f"    assert main(['plan', {str(PROBE)!r}, '--model', spec, '--format', 'tree']) in (0, 1)\n"
         f"    assert main(['explain', {str(PROBE)!r}, '--model', spec, 'fc']) in (0, 2)\n"
         f"    assert main(['diff', {str(PROBE)!r}, {str(BITFIT)!r}, '--model', spec]) == 0\n"
         f"    assert main(['lint', {str(PROBE)!r}, '--model', spec]) in (0, 1)\n"
@@ -218,7 +218,7 @@ def test_user_code_is_never_cached(capsys, model_cache: Path) -> None:
     models = ROOT / "tests" / "lint_corpus" / "models.py"
     assert cache.entry(parse_spec(f"{models}:tied"), __version__) is None
     assert cache.entry(parse_spec("tests.lint_corpus.models:tied"), __version__) is None
-    assert run(["plan", PROBE, "--model", f"{models}:convnet"], capsys)[0] == 0
+    assert run(["plan", PROBE, "--model", f"{models}:convnet"], capsys)[0] in (0, 1)  # nothing trainable: PF205
     assert not model_cache.exists()
 
 

@@ -253,7 +253,7 @@ class TreeView:
         rows = []
         open_levels: list[bool] = []  # per depth: whether a later sibling follows (draws │)
         for row in self.rows():
-            del open_levels[max(row.depth - 1, 0) :]
+            del open_levels[row.depth :]
             prefix = "".join("│   " if more else "    " for more in open_levels[1:])
             connector = "" if row.depth == 0 else ("└── " if row.last else "├── ")
             rows.append((prefix + connector + row.label, row.state, self._counts(row.stats)))
