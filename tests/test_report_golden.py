@@ -87,8 +87,8 @@ def test_the_tree_nests_subtrees_under_their_parent():
 
     plan = policyfreeze.resolve(torchvision.models.resnet18(), "freeze all; unfreeze layer4.1.bn1, fc")
     lines = format_tree(policyfreeze.Report(plan, applied=False)).splitlines()
-    assert lines[7].startswith("├── layer4 (Sequential)")
-    assert lines[8].startswith("│   ├── 0 (BasicBlock)")
-    assert lines[9].startswith("│   └── 1 (BasicBlock)")
-    assert lines[11].startswith("│       ├── bn1 (BatchNorm2d)")
+    assert lines[6].startswith("├── layer4 (Sequential)")
+    assert lines[7].startswith("│   ├── 0 (BasicBlock)")
+    assert lines[8].startswith("│   └── 1 (BasicBlock)")
+    assert lines[10].startswith("│       ├── bn1 (BatchNorm2d)")
     assert lines[-1].startswith("└── fc (Linear)")
