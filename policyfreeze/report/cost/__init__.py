@@ -109,8 +109,8 @@ class CostReport:
         where = "the meta device" if self.device == "meta" else "the CPU"
         per_stage = " per stage" if self.stages else ""
         head = [
-            _fit(f"{self.policy} on {self.model}: one training step{per_stage}, run on {where}"),
-            _fit(f"input: {', '.join(map(str, self.inputs))}"),
+            _fit(f"{_middle(self.policy, 60)} on {self.model}: one training step{per_stage}"),
+            _fit(f"input {', '.join(map(str, self.inputs))}, run on {where}"),
             "",
         ]
         body = self._stage_lines() if self.stages else self._comparison_lines()

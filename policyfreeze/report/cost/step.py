@@ -35,7 +35,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ...errors import PolicyUsageError, shorten
+from ...errors import PolicyUsageError
 from ...model.tree import ModelTree
 from ...model.walk import LiveModel
 from .inputs import InputSpec
@@ -183,8 +183,7 @@ class StepRunner:
             with contextlib.ExitStack() as stack:
                 stack.enter_context(_modes(self.live.modules, pins))
                 if device == "cpu":
-                    stack.enter_context(torch.random.fork_rng(devices=[]))
-                    torch.manual_seed(0)
+                    stack.enter_context(_seeded())
                 args, kwargs = self._tensors(device)
                 stack.enter_context(tracer.hooked())
                 stack.enter_context(torch.enable_grad())
@@ -317,12 +316,17 @@ class _RunFailed(Exception):
         self.error = error
 
     def describe(self) -> str:
-        """The error's type and first line (no C++ backtrace)."""
+        """The error's type and first sentence, at most a line long (no C++ backtrace)."""
         text = str(self.error).split("Exception raised from", 1)[0].strip()
         first = text.splitlines()[0].strip() if text else ""
-        return f"{type(self.error).__name__}: {shorten(first, 120)}" if first else type(self.error).__name__
+        first = first.split(". ", 1)[0]
+        if len(first) > _DESCRIBED:
+            first = first[: _DESCRIBED - 1] + "…"
+        return f"{type(self.error).__name__}: {first}" if first else type(self.error).__name__
 
 
+#: The most characters of an error message quoted.
+_DESCRIBED = 100
 _INPUT_HELP = (
     "the inputs are what the model's forward takes, batch first: --input-shape 8,3,224,224 for an image model, "
     "--input input_ids:int64[8,128]<VOCAB_SIZE for a token model"
@@ -484,6 +488,37 @@ def _stand_in(tensor: Any, device: str, *, copy: bool) -> Any:
 
 def _differentiable(tensor: Any) -> bool:
     return tensor.is_floating_point() or tensor.is_complex()
+
+
+@contextlib.contextmanager
+def _seeded() -> Iterator[None]:
+    """torch's, Python's and NumPy's random generators seeded, and put back as they were on exit.
+
+    A step on values (dropout, SpecAugment's masks) then draws the same each
+    time, and the user's random streams do not move.
+    """
+    import random
+
+    import torch
+
+    numpy: Any
+    try:
+        import numpy
+    except ImportError:  # torch runs without NumPy
+        numpy = None
+    python_state = random.getstate()
+    numpy_state = numpy.random.get_state() if numpy is not None else None
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            random.seed(0)
+            if numpy is not None:
+                numpy.random.seed(0)
+            yield
+    finally:
+        random.setstate(python_state)
+        if numpy is not None:
+            numpy.random.set_state(numpy_state)
 
 
 @contextlib.contextmanager
