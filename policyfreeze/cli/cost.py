@@ -25,8 +25,8 @@ def register(commands) -> None:
         ),
         examples=[
             "policyfreeze cost policies/resnet18-linear-probe.freeze --model torchvision:resnet18 --input-shape 8,3,224,224",
-            "policyfreeze cost probe.freeze --model models.py:gpt2 "
-            "--input input_ids:int64[8,128]<50257 --input attention_mask:int64[8,128]<2",
+            "policyfreeze cost gpt2.freeze --model models.py:gpt2 "
+            "--input 'input_ids:int64[8,128]<50257' --input 'attention_mask:int64[8,128]<2'",
         ],
     )
     cost.add_argument("policy", metavar="POLICY", help=f"a policy file ('{common.STDIN}': stdin)")
