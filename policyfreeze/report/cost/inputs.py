@@ -74,9 +74,13 @@ class InputSpec:
         """The spec with its dtype written as torch names it; a usage error when torch could not build it."""
         import torch
 
-        shown = shown or f"input {str(self)!r}"
+        shown = shown or f"input {self!r}"
+        try:
+            sizes = tuple(self.shape)
+        except TypeError:
+            raise PolicyUsageError(f"{shown}: the shape is a sequence of sizes, not {self.shape!r}") from None
         dtype = None if self.dtype is None else dtype_named(self.dtype, shown)
-        shape = _checked_sizes(self.shape, shown, 8 if dtype is None else dtype.itemsize)
+        shape = _checked_sizes(sizes, shown, 8 if dtype is None else dtype.itemsize)
         spec = InputSpec(shape, None if dtype is None else _dtype_name(dtype), self.name, self.high)
         if self.name is not None and not (isinstance(self.name, str) and self.name.isidentifier()):
             raise PolicyUsageError(f"{shown}: the name is a Python identifier (a keyword argument), not {self.name!r}")
@@ -89,7 +93,13 @@ class InputSpec:
                         f"{shown}: a bound (<{self.high}) is for integer and bool inputs, not {spec.dtype}",
                         help="a floating-point input's values do not change the cost: drop the bound",
                     )
-                largest = 1 if dtype == torch.bool else torch.iinfo(dtype).max
+                try:
+                    largest = 1 if dtype == torch.bool else torch.iinfo(dtype).max
+                except TypeError:  # bits8, int4, ...: no range torch can draw values from
+                    raise PolicyUsageError(
+                        f"{shown}: torch cannot draw {spec.dtype} values, so they take no bound",
+                        help="integer inputs are bool, uint8, int8, int16, int32 or int64",
+                    ) from None
                 if self.high - 1 > largest:
                     raise PolicyUsageError(f"{shown}: {spec.dtype} holds values up to {largest}, below {self.high}")
         return spec

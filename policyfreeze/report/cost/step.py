@@ -68,7 +68,9 @@ class FrozenBackward:
     def cause(self) -> str:
         """Why its backward runs, as one clause naming modules relative to it."""
         if self.reason == "upstream":
-            return f"its input requires grad: {self.source} trains before it"
+            return (
+                f"its input requires grad: {self.source} trains before it" if self.source else "its input requires grad"
+            )
         if self.reason == "marked":
             maker = "its forward" if self.source == self.module else f"the forward of {self.source or 'the model'}"
             what = "its input" if self.starts_at == self.module else f"the input of {self._relative(self.starts_at)}"
@@ -279,11 +281,11 @@ class StepRunner:
             leaf = next((leaf for leaf in tracer.made if leaf.receiver in inside or leaf.creator in inside), None)
             if leaf is None and tracer.inputs.get(module_id):
                 source = _nearest_leaf(tracer.inputs[module_id])
-                if source is not None and id(source) in params_of:
-                    param = tree.param_names[params_of[id(source)]]
+                leaf = next((leaf for leaf in tracer.made if leaf.tensor is source), None)
+                if leaf is None:  # a parameter before it trains (None: the search gave up first)
+                    param = tree.param_names[params_of[id(source)]] if id(source) in params_of else None
                     yield FrozenBackward(name, _class_name(module), flops, name, "upstream", param)
                     continue
-                leaf = next((leaf for leaf in tracer.made if leaf.tensor is source), None)
             if leaf is None or leaf.creator is None:
                 yield FrozenBackward(name, _class_name(module), flops, name, "inside")
                 continue
