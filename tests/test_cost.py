@@ -32,6 +32,15 @@ RESNET18_PARAMS = 11_689_512
 FC_PARAMS = 512 * 1000 + 1000
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny steps: one CPU thread runs them faster than several spinning on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def meta_resnet18():
     with torch.device("meta"):

@@ -12,6 +12,7 @@ tests build them with ``--model tests/test_cost_measured.py:NAME``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import pytest
 import torch
@@ -23,6 +24,15 @@ from transformers.utils import logging
 import policyfreeze
 
 logging.set_verbosity_error()  # GPT2Config's default token ids lie outside a 1000-word vocabulary
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny steps: one CPU thread runs them faster than several spinning on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def resnet18() -> torch.nn.Module:
@@ -127,18 +137,28 @@ def measure_real_step(model: torch.nn.Module, args: list, kwargs: dict) -> Measu
     return Measured(total["Global"], sum(saved.values()), forward, backward)
 
 
-@pytest.fixture(scope="module", params=sorted(CASES))
-def case(request):
+@functools.cache
+def measured_without(factory, inputs: tuple[str, ...]) -> Measured:
+    """A real step of the model as built (everything trainable): one per model and input, shared by its cases."""
+    torch.manual_seed(0)
+    return measure_real_step(factory(), *real_inputs(inputs, torch.float32))
+
+
+@functools.cache
+def measured(name: str) -> tuple:
     """The cost report and the measured real steps without and with the policy, for one case."""
-    spec = CASES[request.param]
+    spec = CASES[name]
     torch.manual_seed(0)
     model = spec.factory()
     cost = policyfreeze.Report(policyfreeze.resolve(model, spec.policy), applied=False).cost(inputs=list(spec.inputs))
-    args, kwargs = real_inputs(spec.inputs, torch.float32)
-    without = measure_real_step(model, args, kwargs)
     policyfreeze.apply(model, spec.policy)
-    with_policy = measure_real_step(model, args, kwargs)
-    return request.param, spec, model, cost, without, with_policy
+    with_policy = measure_real_step(model, *real_inputs(spec.inputs, torch.float32))
+    return name, spec, model, cost, measured_without(spec.factory, spec.inputs), with_policy
+
+
+@pytest.fixture(params=sorted(CASES))
+def case(request):
+    return measured(request.param)
 
 
 def test_the_step_runs_where_the_forward_allows(case):
@@ -266,21 +286,18 @@ def test_a_frozen_middle_passes_the_backward_on_to_what_trains_before_it(case):
 
 def test_wav2vec2_frozen_by_flags_costs_its_feature_encoder_twice_and_says_why():
     """The policy sets the flags HF's freeze_feature_encoder() sets, yet the encoder still runs a backward."""
-    torch.manual_seed(0)
-    model = tiny_wav2vec2()
-    cost = policyfreeze.Report(policyfreeze.resolve(model, "freeze feature_extractor"), applied=False).cost((1, 4000))
+    _, spec, ours, cost, _, our_step = measured("wav2vec2-feature-encoder")
+    assert spec.policy == "freeze feature_extractor" and spec.inputs == ("float32[1,4000]",)
     [entry] = cost.with_policy.frozen_backward
     assert entry.help == "call freeze_feature_encoder() too: it sets Wav2Vec2FeatureEncoder._requires_grad = False"
 
     hf = tiny_wav2vec2()
     hf.freeze_feature_encoder()
-    ours = tiny_wav2vec2()
-    policyfreeze.apply(ours, "freeze feature_extractor")
     assert {n: p.requires_grad for n, p in ours.named_parameters()} == {
         n: p.requires_grad for n, p in hf.named_parameters()
     }
     audio = torch.randn(1, 4000)
-    hf_step, our_step = measure_real_step(hf, [audio], {}), measure_real_step(ours, [audio], {})
+    hf_step = measure_real_step(hf, [audio], {})
     # The whole difference is the backward inside the encoder, and it costs what the encoder's forward does.
     assert our_step.flops - hf_step.flops == entry.flops == our_step.backward["Wav2Vec2Model.feature_extractor"]
     with FlopCounterMode(display=False) as counter, torch.no_grad():
