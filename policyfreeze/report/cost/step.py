@@ -33,12 +33,14 @@ import collections
 import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...errors import PolicyUsageError
-from ...model.tree import ModelTree
-from ...model.walk import LiveModel
-from .inputs import InputSpec
+
+if TYPE_CHECKING:
+    from ...model.tree import ModelTree
+    from ...model.walk import LiveModel
+    from .inputs import InputSpec
 
 #: The most a run on the CPU may allocate for weights, buffers and inputs before it starts.
 CPU_LIMIT_BYTES = 4 << 30
