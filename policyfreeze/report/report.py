@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from . import present
-from .cost import CostReport, measure
+from .cost import CostReport, InputSpec, measure
 from .present import LINE_WIDTH, align, decided_by, decision_dict, delta, model_class, plural, shape, state
 from .sections import Row, Section, sections
 
@@ -99,9 +99,21 @@ class Report:
         """The plan's optimizer parameter groups: ``torch.optim.AdamW(report.param_groups(lr=1e-3))``."""
         return self.plan.param_groups(lr=lr, weight_decay=weight_decay)
 
-    def cost(self, input_shape: tuple[int, ...]) -> CostReport:
-        """FLOPs and memory of one training step on ``input_shape``, with and without the policy."""
-        return measure(self.plan, input_shape)
+    def cost(
+        self,
+        input_shape: tuple[int, ...] | None = None,
+        *,
+        inputs: list[InputSpec | str] | tuple[InputSpec | str, ...] | None = None,
+        every_stage: bool = False,
+    ) -> CostReport:
+        """FLOPs and memory of one training step, with and without the policy.
+
+        The input is ``input_shape`` (one floating-point tensor, batch first)
+        or ``inputs``, specs by position or keyword:
+        ``["input_ids:int64[8,128]<50257", "attention_mask:int64[8,128]<2"]``.
+        ``every_stage`` costs each stage of a scheduled policy too.
+        """
+        return measure(self.plan, input_shape, inputs=inputs, every_stage=every_stage)
 
     @property
     def untouched(self) -> list[str]:
