@@ -12,7 +12,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from spec_glob import spec_glob_matches as reference_match
 
-from policyfreeze.engine.select import glob_regex
+from policyfreeze.engine.glob import glob_regex
 
 
 def cpython_quirk(pattern: str) -> bool:
@@ -71,7 +71,7 @@ def test_adversarial_globs_finish_quickly():
     """
     code = textwrap.dedent(
         f"""
-        from policyfreeze.engine.select import glob_regex
+        from policyfreeze.engine.glob import glob_regex
         for pattern, name in {CASES!r}:
             assert glob_regex(pattern).fullmatch("." + name) is None
         print("done")
