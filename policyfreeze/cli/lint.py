@@ -72,7 +72,7 @@ def _codes(text: str) -> list[str]:
     for code in codes:
         if not code.startswith("PF") or not any(known.startswith(code) for known in RULES):
             raise argparse.ArgumentTypeError(
-                f"unknown code '{code}': codes are PF101 … PF207; a prefix such as PF2 names a group"
+                f"unknown code '{code}': codes are {min(RULES)} … {max(RULES)}; a prefix such as PF2 names a group"
             )
     return codes
 

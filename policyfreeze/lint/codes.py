@@ -153,5 +153,27 @@ RULES: dict[str, Rule] = {
             "leave the parameter out of the unfreeze with 'except'",
             staged=True,
         ),
+        Rule(
+            "PF208",
+            "tied-tensor-decided-by-one-name",
+            "warning",
+            "A tied tensor decided through one name also changes under another",
+            "One tensor is registered under several names (tied weights, such as an output head sharing the "
+            "embedding). The statement that decides it selects some of its names, and no statement selects "
+            "another: the tensor changes under that name too, silently.",
+            "select every name of the tensor in the statement, or none",
+            staged=True,
+        ),
+        Rule(
+            "PF209",
+            "adapter-base-unfrozen",
+            "warning",
+            "An adapter layer's base weights are unfrozen",
+            "On a model with adapters (PEFT's LoRA and the other tuners), the statement unfreezes the weights of "
+            "the layer an adapter wraps, so they train along with the adapter (usually a selector that names the "
+            "layer rather than its adapter parameters).",
+            "select the adapter parameters instead: 'unfreeze *.q_proj.lora_*'",
+            staged=True,
+        ),
     )
 }

@@ -74,7 +74,12 @@ def lint(source: Source, tree: ModelTree | None = None) -> Iterator[Finding]:
     if tree is None:
         return
     silenced = noqa_lines(comments)
-    yield from (f for f in model_findings(policy, tree) if not is_silenced(f, silenced))
+    try:
+        found = model_findings(policy, tree)
+    except PolicyError as exc:  # a pattern too costly to match, which the parser did not refuse
+        yield from findings_from_error(exc)
+        return
+    yield from (f for f in found if not is_silenced(f, silenced))
 
 
 def findings_from_error(error: PolicyError) -> list[Finding]:
@@ -105,8 +110,8 @@ def model_findings(policy: Policy, tree: ModelTree) -> list[Finding]:
 
     analysis = Analysis(policy, tree)
     merged: dict[tuple, tuple[Hit, list[int]]] = {}
-    for at in analysis.points:
-        stage = analysis.stage(at)
+    for stage in analysis.stages():
+        at = stage.at
         for hits in (run(stage) for run in CHECKS.values()):
             for hit in hits:
                 key = (hit.code, hit.statement.span.offset, hit.message, hit.help)
@@ -119,7 +124,8 @@ def _finding(source: Source, analysis: Analysis, hit: Hit, points: tuple[int, ..
     span = hit.statement.span
     end_line, end_column = source.line_col(span.end_offset)
     message, stages = hit.message, ()
-    if RULES[hit.code].staged and policy_is_scheduled(analysis) and points != analysis.in_force(hit.statement):
+    # A hit comes only from stages its statement is in force in: as many stages means every one of them.
+    if RULES[hit.code].staged and policy_is_scheduled(analysis) and len(points) != analysis.in_force(hit.statement):
         message, stages = f"{message} ({analysis.stage_label(points)})", points
     return Finding(
         hit.code,

@@ -1,11 +1,15 @@
 """Lint output formats, one function each: text, json, github, sarif.
 
-Each takes the findings (sorted) and returns the whole text to print.
+Each takes the findings (sorted) and returns the whole text to print. Text
+that comes from a policy or a model (file names, names and globs quoted in
+messages) is shown with its control characters escaped (``printable``): a
+name holding ESC or CR cannot move the cursor or forge a line in any format.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +25,14 @@ SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 _SEVERITY_STYLE = {"error": ("bold", "red"), "warning": ("bold", "yellow"), "info": ("bold", "blue")}
 _GITHUB_LEVEL = {"error": "error", "warning": "warning", "info": "notice"}
 _SARIF_LEVEL = {"error": "error", "warning": "warning", "info": "note"}
+
+
+def printable(text: str) -> str:
+    """``text`` with every character that is not printable (control, format, line and paragraph
+    separators) written as its Python escape: ``\x1b``, ``\r``, ``\u202e``."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 def counts(findings: Sequence[Finding]) -> dict[str, int]:
@@ -54,13 +66,13 @@ def format_text(findings: Sequence[Finding], *, files: int, unreadable: int = 0,
 def _text_block(finding: Finding, color: bool) -> str:
     location = finding.location
     style = _SEVERITY_STYLE[finding.severity]
-    head = paint(f"{location.source}:{location.line}:{location.column}:", "bold", enabled=color)
-    lines = [f"{head} {paint(finding.code, *style, enabled=color)} {finding.message}"]
+    head = paint(f"{printable(location.source)}:{location.line}:{location.column}:", "bold", enabled=color)
+    lines = [f"{head} {paint(finding.code, *style, enabled=color)} {printable(finding.message)}"]
     if location.line_text:
         gutter, text, caret = location.snippet().split("\n")
         lines += [paint(gutter, "blue", enabled=color), text, paint(caret, *style, enabled=color)]
     if finding.help:
-        lines.append(f"  {paint('= help:', 'bold', 'cyan', enabled=color)} {finding.help}")
+        lines.append(f"  {paint('= help:', 'bold', 'cyan', enabled=color)} {printable(finding.help)}")
     return "\n".join(lines)
 
 
@@ -69,14 +81,14 @@ def format_json(findings: Sequence[Finding], *, files: Sequence[str]) -> str:
     document = {
         "version": JSON_VERSION,
         "tool": {"name": "policyfreeze", "version": __version__},
-        "files": list(files),
+        "files": [printable(name) for name in files],
         "findings": [
             {
                 "code": f.code,
                 "severity": f.severity,
-                "message": f.message,
-                "help": f.help,
-                "file": f.source,
+                "message": printable(f.message),
+                "help": printable(f.help) if f.help else f.help,
+                "file": printable(f.source),
                 "line": f.line,
                 "column": f.column,
                 "end_line": f.end_line,
@@ -94,14 +106,14 @@ def format_github(findings: Sequence[Finding]) -> str:
     """GitHub Actions workflow commands: one annotation per finding."""
     lines = []
     for f in findings:
-        properties = {"file": f.source, "line": f.line}
+        properties = {"file": printable(f.source), "line": f.line}
         if f.end_line == f.line:
             properties.update(col=f.column, endColumn=f.end_column)
         else:
             properties.update(endLine=f.end_line)
         properties["title"] = f"{f.code} ({RULES[f.code].name})"
         rendered = ",".join(f"{key}={_escape_property(str(value))}" for key, value in properties.items())
-        message = f.message + (f"\nhelp: {f.help}" if f.help else "")
+        message = printable(f.message) + (f"\nhelp: {printable(f.help)}" if f.help else "")
         lines.append(f"::{_GITHUB_LEVEL[f.severity]} {rendered}::{_escape_data(message)}")
     return "\n".join(lines)
 
@@ -126,7 +138,7 @@ def format_sarif(findings: Sequence[Finding], *, root: Path) -> str:
             "endLine": f.end_line,
             "endColumn": f.end_column,
         }
-        text = f.message + (f"\nhelp: {f.help}" if f.help else "")
+        text = printable(f.message) + (f"\nhelp: {printable(f.help)}" if f.help else "")
         results.append(
             {
                 "ruleId": f.code,
@@ -178,9 +190,12 @@ def _sarif_rule(rule) -> dict:
 
 def _artifact(name: str, root: Path) -> dict:
     path = Path(name)
-    absolute = path if path.is_absolute() else Path.cwd() / path
     try:
-        relative = absolute.resolve().relative_to(root.resolve())
+        absolute, base = path.resolve(), root.resolve()
+    except (OSError, RuntimeError):  # a symlink loop, or a directory gone: the path as written, made absolute
+        absolute, base = Path(os.path.abspath(path)), Path(os.path.abspath(root))
+    try:
+        relative = absolute.relative_to(base)
     except ValueError:
-        return {"uri": absolute.resolve().as_uri()}
+        return {"uri": absolute.as_uri()}
     return {"uri": quote(relative.as_posix()), "uriBaseId": "%SRCROOT%"}
