@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 from ..errors import PolicyError, PolicyResolveError, PolicyWarning
@@ -66,40 +65,44 @@ def _pin_change(plan: Plan, module_id: int) -> str:
 def _undo(plan: Plan, flagged: list[int], changed_modes: list[tuple[int, Any]]) -> list[str]:
     """Restore every flag and mode changed so far, whatever one restore raises; what could not be restored."""
     live = plan.live_model()
-    restores: list[tuple[str, Callable[[], None], Callable[[], bool]]] = []  # what, restore, is it restored?
-    for module_id, mode in reversed(changed_modes):
-        module = live.modules[module_id]
-        restores.append(
-            (
-                f"{_module_name(plan, module_id)} (eval pin)",
-                lambda m=module, s=mode: pins.restore(m, s),
-                lambda m=module, s=mode: pins.snapshot(m) == s,
-            )
-        )
-    for index in flagged:
-        tensor, flag = live.tensors[index], not plan.param_flags[index]
-        restores.append(
-            (
-                f"{plan.tree.param_names[index]} (requires_grad)",
-                lambda t=tensor, f=flag: t.requires_grad_(f),
-                lambda t=tensor, f=flag: t.requires_grad == f,
-            )
-        )
     failed = []
-    for what, restore, restored in restores:
-        try:
-            restore()
-        except Exception as exc:  # every other change must still be undone
-            if not _holds(restored):  # a change that never happened needs no undoing
-                failed.append(f"{what}: {_describe(exc)}")
+    for module_id, mode in reversed(changed_modes):
+        problem = _restore_pin(live.modules[module_id], mode)
+        if problem:
+            failed.append(f"{_module_name(plan, module_id)} (eval pin): {problem}")
+    for index in flagged:
+        problem = _restore_flag(live.tensors[index], not plan.param_flags[index])
+        if problem:
+            failed.append(f"{plan.tree.param_names[index]} (requires_grad): {problem}")
     return failed
 
 
-def _holds(check: Callable[[], bool]) -> bool:
+def _restore_pin(module: Any, mode: Any) -> str | None:
+    """Put a module's pin and mode back; None when they are back (or never changed), else why not."""
     try:
-        return check()
-    except Exception:
-        return False
+        pins.restore(module, mode)
+        return None
+    except Exception as exc:  # every other change must still be undone
+        try:
+            if pins.snapshot(module) == mode:
+                return None  # a change that never happened needs no undoing
+        except Exception:
+            pass
+        return _describe(exc)
+
+
+def _restore_flag(tensor: Any, flag: bool) -> str | None:
+    """Put a parameter's flag back; None when it is back (or never changed), else why not."""
+    try:
+        tensor.requires_grad_(flag)
+        return None
+    except Exception as exc:  # every other change must still be undone
+        try:
+            if tensor.requires_grad == flag:
+                return None  # a change that never happened needs no undoing
+        except Exception:
+            pass
+        return _describe(exc)
 
 
 def _module_name(plan: Plan, module_id: int) -> str:

@@ -356,6 +356,7 @@ def _costly_patterns(source: Source, statements: Iterable[Statement]) -> Iterato
     """PF101/PF102 for each glob or regex too costly to match (the validator normally refuses them first)."""
     for statement in statements:
         for atom in statement.atoms():
+            kind: type[PolicyError]
             if isinstance(atom, RegexSelector):
                 problem, kind, code = regex_too_costly(atom.pattern, atom.ignore_case), PolicyValidationError, "PF102"
             elif isinstance(atom, GlobSelector):

@@ -71,8 +71,8 @@ def _resolver_findings(code: str) -> Check:
 
     def found(stage: Stage) -> Iterator[Hit]:
         for warning in stage.plan.warnings:
-            if warning.code == code:
-                statement = stage.analysis.statement_at(warning.line, warning.column)
+            if warning.code == code and warning.location is not None:  # the resolver's always have one
+                statement = stage.analysis.statement_at(warning.location.line, warning.location.column)
                 yield Hit(code, statement, warning.message, warning.help)
 
     found.__doc__ = f"The resolver's {code} warnings."
@@ -96,7 +96,7 @@ def dead_statement(stage: Stage) -> Iterator[Hit]:
         deciders = stage.param_deciders if acts_on_params(statement) else stage.module_deciders
         if not reached or any(deciders[i] is statement for i in reached):
             continue
-        later = sorted({id(deciders[i]): deciders[i] for i in reached}.values(), key=_offset)
+        later = sorted({id(s): s for i in reached if (s := deciders[i]) is not None}.values(), key=_offset)
         overriders = ", ".join(cited(s) for s in later[:MAX_NAMES_SHOWN])
         yield Hit(
             "PF202",

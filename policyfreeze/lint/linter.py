@@ -123,7 +123,8 @@ def model_findings(policy: Policy, tree: ModelTree) -> list[Finding]:
 def _finding(source: Source, analysis: Analysis, hit: Hit, points: tuple[int, ...]) -> Finding:
     span = hit.statement.span
     end_line, end_column = source.line_col(span.end_offset)
-    message, stages = hit.message, ()
+    message = hit.message
+    stages: tuple[int, ...] = ()
     # A hit comes only from stages its statement is in force in: as many stages means every one of them.
     if RULES[hit.code].staged and policy_is_scheduled(analysis) and len(points) != analysis.in_force(hit.statement):
         message, stages = f"{message} ({analysis.stage_label(points)})", points
