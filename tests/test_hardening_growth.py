@@ -129,6 +129,13 @@ def test_globs_that_would_make_the_dfa_exponential_are_matched_a_name_at_a_time(
             f"the limit is {MAX_PATTERN_PROGRAM:,}",
         ),
         (
+            "freeze " + "*a" * 2000 + "*b.children[0]",
+            "PF101",
+            8,
+            "the glob is too complex to match in bounded time: it compiles to [0-9,]+ RE2 instructions, "
+            f"the limit is {MAX_PATTERN_PROGRAM:,}",
+        ),
+        (
             "freeze match /" + "a[^.]*" * 2000 + "b/",
             "PF102",
             8,
@@ -136,7 +143,7 @@ def test_globs_that_would_make_the_dfa_exponential_are_matched_a_name_at_a_time(
             f"instructions, the limit is {MAX_PATTERN_PROGRAM:,}",
         ),
     ],
-    ids=["glob", "regex"],
+    ids=["glob", "children-of-a-glob", "regex"],
 )
 def test_a_pattern_beyond_the_cap_is_an_error_with_the_limit(text, code, column, message):
     """The patterns of the 43-second and 21-second scans: refused before any name is matched."""

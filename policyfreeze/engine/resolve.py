@@ -27,7 +27,16 @@ from ..errors import (
     shorten,
 )
 from ..language.parser import load, parse
-from ..language.policy import GlobSelector, Options, Policy, RegexSelector, Statement, TypeSelector, quote_name
+from ..language.policy import (
+    ChildrenSelector,
+    GlobSelector,
+    Options,
+    Policy,
+    RegexSelector,
+    Statement,
+    TypeSelector,
+    quote_name,
+)
 from ..language.source import Source
 from ..model.tree import ModelTree, ParamInfo, can_require_grad
 from ..model.walk import LiveModel, walk
@@ -356,6 +365,8 @@ def _costly_patterns(source: Source, statements: Iterable[Statement]) -> Iterato
     """PF101/PF102 for each glob or regex too costly to match (the validator normally refuses them first)."""
     for statement in statements:
         for atom in statement.atoms():
+            if isinstance(atom, ChildrenSelector) and atom.parent is not None:
+                atom = atom.parent  # GLOB.children[...]: the glob is matched against every name
             kind: type[PolicyError]
             if isinstance(atom, RegexSelector):
                 problem, kind, code = regex_too_costly(atom.pattern, atom.ignore_case), PolicyValidationError, "PF102"

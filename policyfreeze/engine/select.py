@@ -1,4 +1,4 @@
-"""Selectors → sets of tree nodes (spec §3).
+"""Selectors → sets of tree nodes (docs/language.md, "Selectors").
 
 A set of nodes is a sorted list of disjoint, non-adjacent half-open index
 intervals over ``ModelTree``'s pre-order. An atomic selector's matches are

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from ..engine.resolve import Plan, Schedule, advance, evaluate
 from ..engine.select import select
+from ..errors import PolicyError
 from ..language.policy import Policy, Statement
 from ..model.tree import ModelTree
 
@@ -53,8 +54,8 @@ class Analysis:
         previous: Plan | None = None
         for at in self.points:
             plan = evaluate(self.tree, self.policy, at) if previous is None else advance(previous, at)
-            if any(error.code != "PF207" for error in plan.errors):
-                raise type(plan.errors[0]).collect(list(plan.errors))
+            if any(error.code != "PF207" for error in plan.errors):  # PF207 is a check of its own, per stage
+                raise PolicyError.collect(list(plan.errors))
             first = 0 if previous is None else previous.statement_count
             for statement in self.statements[first : plan.statement_count]:
                 self._reach[id(statement)] = self._reach_of(statement)

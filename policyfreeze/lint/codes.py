@@ -1,4 +1,4 @@
-"""Every finding code (spec §7): its severity and its documentation.
+"""Every finding code: its severity and its documentation.
 
 One table serves the linter (severity), the SARIF output (rule descriptions)
 and ``docs/cli.md`` (a test keeps the page and this table in step).
