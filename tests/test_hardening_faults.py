@@ -222,3 +222,26 @@ def test_an_injected_restore_fault_is_reported_and_the_rest_restored(model, monk
     assert info.value.message.endswith(f"left partly changed: {name} (eval pin): Fault: restore refused")
     restore(stuck, snapshots[id(stuck)])  # the one change left: everything else was restored
     assert state(model) == before
+
+
+def test_an_interrupt_stays_itself_and_a_restore_it_could_not_make_is_warned(monkeypatch):
+    model = three_parameters()
+    model.never = torch.nn.Parameter(torch.zeros(2))
+    change = applier.set_requires_grad
+    calls = []
+
+    def interrupted(tensor, flag):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        change(tensor, flag)
+
+    monkeypatch.setattr(applier, "set_requires_grad", interrupted)
+    with pytest.raises(KeyboardInterrupt), pytest.warns(PolicyWarning) as caught:
+        apply(model, "unfreeze all; freeze all")
+    [interrupt] = [w for w in caught if "interrupted" in str(w.message)]
+    assert str(interrupt.message) == (
+        "applying the policy was interrupted; 1 change could not be undone, the model is left partly changed: "
+        "once (requires_grad): Fault: requires_grad_ refused (call 2)"
+    )
+    assert model.normal.requires_grad and model.never.requires_grad
