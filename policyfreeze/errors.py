@@ -16,12 +16,14 @@ def shorten(text: str, limit: int = 40) -> str:
 
 SNIPPET_WIDTH = 100
 
-_CONTROL = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))}
-
 
 def printable(text: str) -> str:
-    """``text`` with control characters escaped (``\\x1b``): a message never moves a terminal's cursor."""
-    return text.translate(_CONTROL)
+    """``text`` with every character that is not printable (control, format, line and paragraph
+    separators) written as its Python escape (``\\x1b``, ``\\r``, ``\\u202e``): a message never moves a
+    terminal's cursor or forges a CI log line."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 @dataclass(frozen=True)

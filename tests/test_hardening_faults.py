@@ -13,9 +13,10 @@ from __future__ import annotations
 import copy
 
 import pytest
+import torch
 import torchvision
 
-from policyfreeze import PolicyResolveError, apply, resolve
+from policyfreeze import PolicyResolveError, PolicyWarning, apply, resolve
 from policyfreeze.engine import commit as applier
 from policyfreeze.model import pins
 
@@ -110,3 +111,137 @@ def test_without_a_fault_the_same_apply_succeeds(model):
     assert {n for n, p in trial.named_parameters() if p.requires_grad} == set(report.plan.trainable)
     assert all(pins.is_pinned(m) for n, m in trial.named_modules() if n.startswith("layer2") and "bn" in n)
     assert not any(pins.is_pinned(m) for n, m in trial.named_modules() if n.startswith(("layer1", "layer4")))
+
+
+# --- restores that fail too: every other change is still undone, and the error says what is left -------------
+
+
+class FlakyParameter(torch.nn.Parameter):
+    """A parameter whose ``requires_grad_`` works ``works`` times, then raises."""
+
+    def requires_grad_(self, requires_grad: bool = True):
+        self.calls = getattr(self, "calls", 0) + 1
+        if self.calls > self.works:
+            raise Fault(f"requires_grad_ refused (call {self.calls})")
+        return super().requires_grad_(requires_grad)
+
+
+def flaky(works: int) -> FlakyParameter:
+    parameter = FlakyParameter(torch.zeros(2))
+    parameter.works = works
+    return parameter
+
+
+def three_parameters() -> torch.nn.Module:
+    model = torch.nn.Module()
+    model.once = flaky(works=1)  # changes, then cannot change back
+    model.normal = torch.nn.Parameter(torch.zeros(2))
+    model.never = flaky(works=0)  # the change that fails
+    return model
+
+
+def test_a_restore_that_fails_does_not_stop_the_others():
+    model = three_parameters()
+    with pytest.raises(PolicyResolveError) as info, pytest.warns(PolicyWarning, match="PF205"):
+        apply(model, "freeze all")
+    assert model.normal.requires_grad, "the parameter between two failures was not restored"
+    assert model.never.requires_grad  # it never changed
+    assert not model.once.requires_grad  # it could not be put back, and the error says so
+    message = info.value.message
+    assert message.startswith(
+        "applying the policy failed while freezing never (Fault: requires_grad_ refused (call 1))"
+    )
+    assert "1 change could not be undone, the model is left partly changed: once (requires_grad): Fault" in message
+    assert "normal" not in message and "every change was undone" not in message
+    assert isinstance(info.value.__cause__, Fault)
+
+
+class StuckMode(torch.nn.Module):
+    """A module whose mode can be set ``works`` more times after it is built, then setting it raises."""
+
+    def __init__(self, works: int) -> None:
+        super().__init__()
+        self.__dict__["works"] = works
+
+    @property
+    def training(self) -> bool:
+        return self.__dict__.get("mode", True)
+
+    @training.setter
+    def training(self, mode: bool) -> None:
+        if "mode" in self.__dict__:
+            if self.__dict__["works"] == 0:
+                raise Fault("the mode is stuck")
+            self.__dict__["works"] -= 1
+        self.__dict__["mode"] = mode
+
+
+def pinned_modules(model) -> list[str]:
+    return [name for name, module in model.named_modules() if pins.is_pinned(module)]
+
+
+@pytest.mark.parametrize("works", [0, 1], ids=["fails-to-pin", "pins-then-cannot-unpin"])
+def test_a_module_whose_mode_cannot_change_leaves_the_root_and_siblings_unpinned(works):
+    model = torch.nn.Sequential(torch.nn.BatchNorm1d(2), StuckMode(works), torch.nn.BatchNorm1d(2), StuckMode(0))
+    with pytest.raises(PolicyResolveError) as info:
+        apply(model, "eval all")
+    message = info.value.message
+    assert isinstance(info.value.__cause__, Fault)
+    if works == 0:  # the pin of module 1 failed: nothing changed that could not be put back
+        assert pinned_modules(model) == []
+        assert message.startswith("applying the policy failed while pinning 1 (Fault: the mode is stuck)")
+        assert message.endswith("every change was undone")
+    else:  # module 1 pinned, module 3 failed, then module 1's mode could not be restored
+        assert pinned_modules(model) == []  # the pin object itself is removed
+        assert not model[1].training
+        assert message.startswith("applying the policy failed while pinning 3 (Fault: the mode is stuck)")
+        assert "1 change could not be undone, the model is left partly changed: 1 (eval pin): Fault" in message
+    assert all(m.training for i, m in enumerate(model.modules()) if i != 2 or works == 0)
+
+
+def test_an_injected_restore_fault_is_reported_and_the_rest_restored(model, monkeypatch):
+    """The last pin fails after it is made and restoring it fails too: everything else is back as it was."""
+    before = state(model)
+    snapshots = {id(module): pins.snapshot(module) for module in model.modules()}
+    failing_at(count_changes(model), monkeypatch, after=True)
+    restore = pins.restore
+    refused = []
+
+    def restore_but_the_first(module, mode):
+        if not refused:
+            refused.append(module)
+            raise Fault("restore refused")
+        restore(module, mode)
+
+    monkeypatch.setattr(pins, "restore", restore_but_the_first)
+    with pytest.raises(PolicyResolveError, match="1 change could not be undone") as info:
+        apply(model, POLICY)
+    [stuck] = refused
+    name = next(name for name, module in model.named_modules() if module is stuck)
+    assert info.value.message.startswith(f"applying the policy failed while pinning {name} (Fault: fault injected")
+    assert info.value.message.endswith(f"left partly changed: {name} (eval pin): Fault: restore refused")
+    restore(stuck, snapshots[id(stuck)])  # the one change left: everything else was restored
+    assert state(model) == before
+
+
+def test_an_interrupt_stays_itself_and_a_restore_it_could_not_make_is_warned(monkeypatch):
+    model = three_parameters()
+    model.never = torch.nn.Parameter(torch.zeros(2))
+    change = applier.set_requires_grad
+    calls = []
+
+    def interrupted(tensor, flag):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        change(tensor, flag)
+
+    monkeypatch.setattr(applier, "set_requires_grad", interrupted)
+    with pytest.raises(KeyboardInterrupt), pytest.warns(PolicyWarning) as caught:
+        apply(model, "unfreeze all; freeze all")
+    [interrupt] = [w for w in caught if "interrupted" in str(w.message)]
+    assert str(interrupt.message) == (
+        "applying the policy was interrupted; 1 change could not be undone, the model is left partly changed: "
+        "once (requires_grad): Fault: requires_grad_ refused (call 2)"
+    )
+    assert model.normal.requires_grad and model.never.requires_grad

@@ -1,4 +1,5 @@
-"""Globs: exactly fnmatch per segment, whole-segment wildcards, and no catastrophic backtracking."""
+"""Globs: exactly fnmatch per segment, whole-segment wildcards, no catastrophic backtracking, and one
+tokenizer whose two renderings (Python re, RE2) match the same names."""
 
 from __future__ import annotations
 
@@ -8,11 +9,22 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from spec_glob import spec_glob_matches as reference_match
 
-from policyfreeze.engine.select import glob_regex
+from policyfreeze.language.glob import (
+    AnyChar,
+    CharClass,
+    Literal,
+    Star,
+    _compiled_scan,
+    glob_regex,
+    has_wildcard,
+    segments,
+    tokenize,
+)
 
 
 def cpython_quirk(pattern: str) -> bool:
@@ -71,7 +83,7 @@ def test_adversarial_globs_finish_quickly():
     """
     code = textwrap.dedent(
         f"""
-        from policyfreeze.engine.select import glob_regex
+        from policyfreeze.language.glob import glob_regex
         for pattern, name in {CASES!r}:
             assert glob_regex(pattern).fullmatch("." + name) is None
         print("done")
@@ -85,3 +97,48 @@ def test_adversarial_globs_finish_quickly():
 def test_an_empty_range_is_dropped_and_a_following_bang_stays_literal():
     assert glob_matches("[z-a!x]", "!") and not glob_matches("[z-a!x]", "b")
     assert glob_matches("[?--!]", "!") and not glob_matches("[?--!]", "a")
+
+
+# --- one tokenizer, two renderings ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("segment", "tokens"),
+    [
+        ("fc", (Literal("fc"),)),
+        ("*", (Star(),)),
+        ("a**b", (Literal("a"), Star(), Literal("b"))),  # a run of stars is one
+        ("a?c", (Literal("a"), AnyChar(), Literal("c"))),
+        ("layer[12]", (Literal("layer"), CharClass(False, (("1", "1"), ("2", "2"))))),
+        ("[!a-c]x", (CharClass(True, (("a", "c"),)), Literal("x"))),
+        ("[]a]", (CharClass(False, (("]", "]"), ("a", "a"))),)),  # ']' first is a member
+        ("[!]]", (CharClass(True, (("]", "]"),)),)),
+        ("[z-a!x]", (CharClass(False, (("!", "!"), ("x", "x"))),)),  # an empty range is dropped
+        ("[a-]", (CharClass(False, (("a", "a"), ("-", "-"))),)),
+        ("a[bc", (Literal("a[bc"),)),  # never closed: literal
+        ("[", (Literal("["),)),
+        ("", ()),
+    ],
+)
+def test_tokenize(segment, tokens):
+    assert tokenize(segment) == tokens
+
+
+def test_whole_segment_wildcards_and_plain_names():
+    assert segments("*.**.fc.*") == (None, (Literal("fc"),), None)
+    assert not has_wildcard("layer1.0.conv1") and not has_wildcard("a[b")
+    assert has_wildcard("layer1.*") and has_wildcard("a?") and has_wildcard("[ab]")
+
+
+def rendered_for_re2(pattern: str, name: str) -> bool:
+    """The RE2 rendering on one name, as the scan of ``NameLines`` runs it."""
+    return _compiled_scan(pattern).search(("." + name if name else "").encode()) is not None
+
+
+scan_names = st.lists(st.text(st.sampled_from("ab-!^]\\é"), min_size=1, max_size=6), max_size=5).map(".".join)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(patterns, scan_names)
+def test_the_two_renderings_agree(pattern, name):
+    assert rendered_for_re2(pattern, name) == glob_matches(pattern, name)

@@ -79,7 +79,13 @@ CHECK_CASES = [
     ("tied", "freeze embed\nunfreeze head", [("PF202", 1), ("PF204", 1)]),  # one tensor: decided again
     ("tied", "unfreeze embed\nfreeze head", [("PF202", 1), ("PF203", 1), ("PF204", 1)]),
     ("tied", "freeze all\nunfreeze embed, head", []),
-    ("tied", "freeze embed", []),  # one name reached: nothing decides the other differently
+    # PF208: one name of a tied tensor selected, no statement selecting the other.
+    ("tied", "freeze embed", [("PF208", 1)]),
+    ("tied", "freeze all except (head, body)", [("PF208", 1)]),
+    ("tied", "freeze embed, head", []),
+    ("tied", "freeze embed\nfreeze head", [("PF202", 1), ("PF203", 2)]),  # both names, the same way
+    ("tied", "freeze embed\nunfreeze all except embed", [("PF202", 1), ("PF204", 1)]),  # PF204's business
+    ("shared", "unfreeze b", [("PF203", 1), ("PF208", 1)]),  # a shared module's parameters: one finding
     ("shared", "freeze all\nunfreeze a", [("PF204", 1)]),  # one finding for both tensors of the module
     # PF205: nothing left to train (not for a model without parameters to begin with).
     ("resnet18", "freeze all\neval type(BatchNorm2d)", [("PF205", 1)]),

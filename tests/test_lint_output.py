@@ -121,7 +121,7 @@ def test_github_annotation_for_one_line_region() -> None:
     line = format_github([finding(source="dir,x/a:b.freeze", message="50% done\nnext", help="fix: it")])
     assert line == (
         "::warning file=dir%2Cx/a%3Ab.freeze,line=2,col=3,endColumn=9,title=PF201 (selects-nothing)"
-        "::50%25 done%0Anext%0Ahelp: fix: it"
+        "::50%25 done\\nnext%0Ahelp: fix: it"  # a newline inside a message is escaped, as every control character
     )
 
 
@@ -205,3 +205,52 @@ def test_sarif_without_findings_is_still_a_valid_log(tmp_path: Path) -> None:
     log = json.loads(format_sarif([], root=tmp_path))
     check_sarif(log)
     assert log["runs"][0]["results"] == []
+
+
+def test_sarif_of_stdin_named_through_a_symlink_loop_is_a_log_not_an_internal_error(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    import io
+    import sys
+
+    from policyfreeze.cli import main
+
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"freeze layer1 with lr=1\n")))
+    status = main(["lint", "-", "--stdin-filename", "loop/policy.freeze", "--format", "sarif"])
+    log = json.loads(capsys.readouterr().out)
+    check_sarif(log)
+    assert status == 1
+    [result] = log["runs"][0]["results"]
+    assert result["locations"][0]["physicalLocation"]["artifactLocation"]["uri"].endswith("loop/policy.freeze")
+
+
+# --- control characters from a policy or a model never reach the output raw ---------------------------
+
+HOSTILE = "a\x1b[2J\rb\x9b2J\u202ec\n::error::forged"
+RAW = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+@pytest.mark.parametrize("form", ["text", "json", "github", "sarif"])
+def test_control_characters_are_escaped_in_every_format(form: str, tmp_path: Path) -> None:
+    hostile = finding(
+        source=f"p{HOSTILE}.freeze", message=f"'{HOSTILE}' selects nothing", help=f"did you mean {HOSTILE}?"
+    )
+    out = {
+        "text": lambda: format_text([hostile], files=1),
+        "json": lambda: format_json([hostile], files=[hostile.source]),
+        "github": lambda: format_github([hostile]),
+        "sarif": lambda: format_sarif([hostile], root=tmp_path),
+    }[form]()
+    assert not RAW.search(out)
+    assert not re.search("^::error::", out, re.MULTILINE)  # no forged workflow command
+    escaped = r"a\x1b[2J\rb\x9b2J\u202ec\n::error::forged"
+    if form in ("json", "sarif"):
+        document = json.loads(out)
+        out = (
+            document["findings"][0]["message"]
+            if form == "json"
+            else document["runs"][0]["results"][0]["message"]["text"]
+        )
+    assert escaped in out

@@ -33,15 +33,9 @@ from torch import nn
 
 from policyfreeze import parse
 from policyfreeze.engine.resolve import evaluate
-from policyfreeze.engine.select import (
-    _glob_scanner,
-    _name_matches,
-    _name_matches_one_by_one,
-    _regex_scanner,
-    glob_regex,
-    matches,
-)
+from policyfreeze.engine.select import _name_matches, _name_matches_one_by_one, _regex_scanner, matches
 from policyfreeze.language import regex
+from policyfreeze.language.glob import glob_regex, glob_scanner
 from policyfreeze.language.policy import (
     AllSelector,
     ChildrenSelector,
@@ -501,7 +495,7 @@ regex_patterns = st.lists(
 def test_a_glob_scan_finds_what_testing_each_name_finds(tree, pattern, below_matches):
     test = glob_regex(pattern).fullmatch
     ends = None if below_matches else tree.ends
-    scanned = _name_matches(tree.dotted_names, tree.dotted_name_lines, _glob_scanner(pattern), test, ends)
+    scanned = _name_matches(tree.dotted_names, tree.dotted_name_lines, glob_scanner(pattern), test, ends)
     assert scanned == _name_matches_one_by_one(tree.dotted_names, test, ends)
     assert scanned == [n for n in range(len(tree)) if glob_matches(pattern, tree.names[n])] or not below_matches
 

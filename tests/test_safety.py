@@ -111,7 +111,8 @@ def test_hostile_policies_run_no_code(trap):
         text=True,
         timeout=300,
         cwd=trap,
-        env={**os.environ, "PYTHONPATH": str(trap)},  # trap.py is importable, should anything try
+        # trap.py is importable, should anything try; the package is this checkout's, not the installed one
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(trap), str(Path(__file__).parent.parent)])},
     )
     assert result.returncode == 0, result.stderr
     seen = json.loads(result.stdout.strip().splitlines()[-1])

@@ -7,6 +7,7 @@ point that accepts a live ``nn.Module``.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import difflib
 import functools
@@ -17,9 +18,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import PolicyError, PolicyResolveError, PolicyUsageError, shorten
+from ..errors import (
+    PolicyError,
+    PolicyResolveError,
+    PolicyUsageError,
+    shorten,
+)
 from ..language.parser import load, parse
-from ..language.policy import GlobSelector, Options, Policy, Statement, TypeSelector, quote_name
+from ..language.policy import (
+    GlobSelector,
+    Options,
+    Policy,
+    Statement,
+    TypeSelector,
+    quote_name,
+)
 from ..language.source import Source
 from ..model.tree import ModelTree, ParamInfo, can_require_grad
 from ..model.walk import LiveModel, walk
@@ -70,8 +83,10 @@ class Plan:
     policy: Policy
     tree: ModelTree
     at: int
-    #: one per statement of the stage, in order: what a decider number points to
-    statement_decisions: tuple[Decision, ...]
+    #: the policy's statements in the order stages apply them, of which the stage holds the first
+    #: ``statement_count``: what a decider number points to
+    schedule: Schedule = field(repr=False, compare=False)
+    statement_count: int
     #: per parameter id: the final requires_grad, and the deciding statement's number (-1: none)
     param_flags: list[bool]
     param_deciders: list[int]
@@ -81,10 +96,14 @@ class Plan:
     #: the state resolution started from: per parameter id requires_grad, per module id the eval pin
     start_flags: list[bool]
     start_pins: list[bool]
+    #: the statements' findings (PF201) and the stage's (PF205, PF208, PF209); errors stop an apply (PF207)
     warnings: tuple[PolicyError, ...] = ()
     errors: tuple[PolicyError, ...] = ()
     #: the model the plan was resolved on, with its tensors and modules by id; None for a tree (a manifest)
     live: LiveModel | None = field(default=None, repr=False, compare=False)
+    #: per node of a tensor with several names (tied weights): the number of the last statement whose
+    #: selection holds that name; a name no statement selected is absent
+    tied_deciders: dict[int, int] = field(default_factory=dict, repr=False)
 
     def live_model(self) -> LiveModel:
         """The live model behind the plan: what committing, optimizer groups and cost need.
@@ -97,6 +116,17 @@ class Plan:
                 help="resolve the policy on the model itself: policyfreeze.resolve(model, policy)",
             )
         return self.live
+
+    @functools.cached_property
+    def statement_decisions(self) -> tuple[Decision, ...]:
+        """One per statement of the stage, in order: the decision a decider number points to."""
+        source = self.policy.source
+        return tuple(Decision.of(statement, source) for statement in self.statements)
+
+    @property
+    def statements(self) -> tuple[Statement, ...]:
+        """The statements of the stage, in the order they apply."""
+        return self.schedule.statements[: self.statement_count]
 
     @functools.cached_property
     def requires_grad(self) -> dict[str, bool]:
@@ -221,11 +251,13 @@ def resolve(
 
 def evaluate(tree: ModelTree, policy: Policy, at: int = 0) -> Plan:
     """The plan for ``tree``; problems are returned in ``errors``/``warnings``, not raised."""
+    schedule = Schedule.of(policy)
     start = Plan(
         policy,
         tree,
         at,
-        (),
+        schedule,
+        0,
         list(tree.param_requires_grad),
         [-1] * len(tree.param_names),
         list(tree.module_pinned),
@@ -233,7 +265,7 @@ def evaluate(tree: ModelTree, policy: Policy, at: int = 0) -> Plan:
         tree.param_requires_grad,
         tree.module_pinned,
     )
-    return _extend(start, at, policy.stage(at))
+    return _extend(start, schedule.statements[: schedule.count_at(at)])
 
 
 def advance(plan: Plan, at: int) -> Plan:
@@ -242,12 +274,12 @@ def advance(plan: Plan, at: int) -> Plan:
     A later stage's statements are an earlier stage's followed by the blocks in
     between, so each statement is selected once however many stages are
     resolved. The new plan starts from ``plan``'s final state: what it changes
-    is what the stage changes. Its warnings and errors are the new statements'.
+    is what the stage changes. Its warnings are the new statements' (PF201)
+    and the stage's (PF205, PF208, PF209); its errors the new statements'.
     """
     if at < plan.at:
         raise PolicyUsageError(f"stage {at} is before the plan's stage {plan.at}")
-    statements = plan.policy.stage(at)
-    known = len(plan.statement_decisions)
+    schedule, known = plan.schedule, plan.statement_count
     start = dataclasses.replace(
         plan,
         at=at,
@@ -259,17 +291,47 @@ def advance(plan: Plan, at: int) -> Plan:
         start_pins=plan.module_pins,
         warnings=(),
         errors=(),
+        tied_deciders=dict(plan.tied_deciders),
     )
-    return _extend(start, at, statements[known:])
+    return _extend(start, schedule.statements[known : schedule.count_at(at)])
 
 
-def _extend(plan: Plan, at: int, statements: tuple[Statement, ...]) -> Plan:
+@dataclass(frozen=True)
+class Schedule:
+    """A policy's statements in the order its stages apply them, so each stage's statements are a prefix:
+    the base statements, then the blocks by ascending N (in file order among equal N)."""
+
+    statements: tuple[Statement, ...]
+    #: how many statements are in force before any block
+    base: int
+    #: per block in that order: its N, and how many statements are in force once it has joined
+    block_ats: tuple[int, ...]
+    block_ends: tuple[int, ...]
+
+    @classmethod
+    def of(cls, policy: Policy) -> Schedule:
+        statements = list(policy.statements)
+        ats, ends = [], []
+        for block in sorted(policy.blocks, key=operator.attrgetter("at")):  # stable: file order among equal N
+            statements.extend(block.statements)
+            ats.append(block.at)
+            ends.append(len(statements))
+        return cls(tuple(statements), len(policy.statements), tuple(ats), tuple(ends))
+
+    def count_at(self, at: int) -> int:
+        """How many statements are in force at epoch/step/phase ``at``."""
+        due = bisect.bisect_right(self.block_ats, at)
+        return self.block_ends[due - 1] if due else self.base
+
+
+def _extend(plan: Plan, statements: tuple[Statement, ...]) -> Plan:
     """``plan`` (whose lists it takes over) with ``statements`` applied after its own, numbered on."""
     tree, source = plan.tree, plan.policy.source
-    first = len(plan.statement_decisions)
+    first = plan.statement_count
     warnings: list[PolicyError] = []
     suggestions = _Suggestions(tree)
     unfrozen: list[int] = []  # parameters a new unfreeze reached: the only candidates for PF207
+    tied = _TiedNames.of(tree)
     for number, statement in enumerate(statements, start=first):
         nodes = select(tree, statement.selector)
         acts_on_params = statement.verb in ("freeze", "unfreeze")
@@ -284,43 +346,233 @@ def _extend(plan: Plan, at: int, statements: tuple[Statement, ...]) -> Plan:
             flags[reached_id] = sets
         if statement.verb == "unfreeze":
             unfrozen.extend(reached)
+        if tied is not None and acts_on_params:
+            tied.note(plan.tied_deciders, nodes, number)
         if not reached:
             warnings.append(_selects_nothing(source, statement, acts_on_params, suggestions))
-    decisions = plan.statement_decisions + tuple(Decision.of(statement, source) for statement in statements)
-    every = plan.policy.stage(at)
-    return dataclasses.replace(
+    extended = dataclasses.replace(
         plan,
-        statement_decisions=decisions,
-        warnings=tuple(warnings),
-        errors=tuple(_unfrozen_non_float(tree, source, every, plan.param_deciders, first, unfrozen)),
+        statement_count=first + len(statements),
+        errors=tuple(_unfrozen_non_float(tree, source, statements, first, plan.param_deciders, unfrozen)),
     )
+    return dataclasses.replace(extended, warnings=(*warnings, *stage_findings(extended)))
 
 
 def _unfrozen_non_float(
     tree: ModelTree,
     source: Source,
     statements: tuple[Statement, ...],
-    param_deciders: list[int],
     first: int,
+    param_deciders: list[int],
     reached: list[int],
 ) -> Iterator[PolicyError]:
-    """PF207 for each parameter in ``reached`` that an ``unfreeze`` numbered ``first`` or later
-    decided, whose dtype cannot require gradients."""
+    """PF207 for each parameter in ``reached`` that one of ``statements`` (numbered from ``first``), an
+    ``unfreeze``, decided, whose dtype cannot require gradients."""
     unfrozen = sorted(
-        {i for i in reached if param_deciders[i] >= first and statements[param_deciders[i]].verb == "unfreeze"}
+        {i for i in reached if param_deciders[i] >= first and statements[param_deciders[i] - first].verb == "unfreeze"}
     )
     for param_id, dtype in zip(unfrozen, tree.details.param_dtypes_of(unfrozen)):
         if not can_require_grad(dtype):
-            statement = statements[param_deciders[param_id]]
-            name = tree.param_names[param_id]
-            yield source.error(
-                PolicyResolveError,
-                f"cannot unfreeze {name}: its dtype {dtype} cannot require gradients",
-                statement.span.offset,
-                statement.span.end_offset,
-                code="PF207",
-                help=f"leave it out: add 'except {quote_name(name)}' to the statement",
+            statement = statements[param_deciders[param_id] - first]
+            yield unfreeze_non_float_error(source, statement, tree.param_names[param_id], dtype)
+
+
+def unfreeze_non_float_error(source: Source, statement: Statement, name: str, dtype: str) -> PolicyError:
+    """PF207: ``statement`` unfreezes ``name``, whose dtype cannot require gradients."""
+    return source.error(
+        PolicyResolveError,
+        f"cannot unfreeze {name}: its dtype {dtype} cannot require gradients",
+        statement.span.offset,
+        statement.span.end_offset,
+        code="PF207",
+        help=f"leave it out: add 'except {quote_name(name)}' to the statement",
+    )
+
+
+# The stage's findings: what the decided state says, whichever statements decided it. ------------------
+
+
+def stage_findings(plan: Plan) -> list[PolicyError]:
+    """PF205 (nothing trainable), PF208 (a tied tensor decided through some of its names) and PF209
+    (an adapter layer's base weights unfrozen) for the state ``plan`` ends in."""
+    return [*_nothing_trainable(plan), *_one_sided_tied(plan), *_unfrozen_adapter_bases(plan)]
+
+
+def _statement(plan: Plan, number: int) -> Statement:
+    return plan.schedule.statements[number]
+
+
+def _nothing_trainable(plan: Plan) -> Iterator[PolicyError]:
+    tree = plan.tree
+    count = plan.statement_count
+    if not tree.param_names or not count or any(plan.param_flags):
+        return
+    freezers = {d for d in plan.param_deciders if d >= 0 and _statement(plan, d).verb == "freeze"}
+    candidates = [_statement(plan, d) for d in freezers] or [_statement(plan, count - 1)]
+    anchor = max(candidates, key=lambda s: s.span.offset)
+    head = _last_child_with_params(tree)
+    example = f" (for example 'unfreeze {quote_name(head)}')" if head else ""
+    yield plan.policy.source.error(
+        PolicyResolveError,
+        "the policy leaves no parameter trainable",
+        anchor.span.offset,
+        anchor.span.end_offset,
+        code="PF205",
+        help=f"an optimizer needs at least one trainable parameter: unfreeze the part to train{example}",
+    )
+
+
+def _last_child_with_params(tree: ModelTree) -> str | None:
+    for child in reversed(tree.children_of(0) if len(tree) else []):
+        if any(tree.is_param[node] for node in range(child, tree.ends[child])):
+            return tree.names[child]
+    return None
+
+
+class _TiedNames:
+    """The nodes of every tensor that has several names (tied weights, a shared module's parameters)."""
+
+    def __init__(self, nodes: list[int]) -> None:
+        self.nodes = nodes  # ascending
+
+    @classmethod
+    def of(cls, tree: ModelTree) -> _TiedNames | None:
+        if tree.param_slot_ids is None:
+            return None  # every tensor has one name
+        aliased = tree.param_aliases
+        return cls([n for n, i in zip(tree.param_nodes, tree.param_slot_ids) if aliased[i]])
+
+    def note(self, deciders: dict[int, int], intervals: list[tuple[int, int]], number: int) -> None:
+        """Record statement ``number`` as the last to select each tied name inside ``intervals``."""
+        nodes = self.nodes
+        for start, end in intervals:
+            for index in range(bisect.bisect_left(nodes, start), bisect.bisect_left(nodes, end)):
+                deciders[nodes[index]] = number
+
+
+def _one_sided_tied(plan: Plan) -> Iterator[PolicyError]:
+    """PF208: the statement deciding a tied tensor reaches it through some names, and no statement selects
+    another of them (a statement that does is PF204's business when it disagrees)."""
+    tree = plan.tree
+    if not plan.tied_deciders:
+        return
+    by_statement: dict[int, list[tuple[str, str]]] = {}  # statement number → (name left out, name selected)
+    nodes_by_param: dict[int, list[int]] = {}
+    for node, param_id in zip(tree.param_nodes, tree.param_slot_ids or ()):
+        if tree.param_aliases[param_id]:
+            nodes_by_param.setdefault(param_id, []).append(node)
+    for param_id, nodes in nodes_by_param.items():
+        decider = plan.param_deciders[param_id]
+        if decider < 0:
+            continue
+        selected = [n for n in nodes if plan.tied_deciders.get(n) == decider]
+        left_out = [n for n in nodes if n not in plan.tied_deciders]
+        if selected and left_out:
+            via = tree.names[selected[0]]
+            by_statement.setdefault(decider, []).extend((tree.names[n], via) for n in left_out)
+    for number, names in sorted(by_statement.items()):
+        statement = _statement(plan, number)
+        verb = f"{statement.verb}s"
+        if len(names) == 1:
+            [(other, via)] = names
+            message = f"'{_text(statement)}' also {verb} '{other}': it is the same tensor as '{via}'"
+            fix = (
+                f"'{via}' and '{other}' are one tensor and cannot be decided apart: "
+                f"add '{other}' to the statement to say so, or untie them in the model"
             )
+        else:
+            message = (
+                f"'{_text(statement)}' also {verb} {len(names)} tied names outside its selection "
+                f"({_listed([o for o, _ in names])}): they are the same tensors as {_listed([v for _, v in names])}"
+            )
+            fix = (
+                "a tied tensor is one parameter under several names and cannot be decided apart: "
+                "select every name, or untie them in the model"
+            )
+        yield plan.policy.source.error(
+            PolicyResolveError, message, statement.span.offset, statement.span.end_offset, code="PF208", help=fix
+        )
+
+
+def _adapter_layers(tree: ModelTree) -> list[bool]:
+    """Per module id: whether it is an adapter layer (a PEFT tuner layer) whose own parameters are its
+    base layer's weights. Trees from before PEFT-aware walks have no such column: no adapters."""
+    return getattr(tree, "module_adapter", None) or []
+
+
+def _unfrozen_adapter_bases(plan: Plan) -> Iterator[PolicyError]:
+    """PF209: an ``unfreeze`` decides the base weights of adapter layers, which end up trainable."""
+    tree = plan.tree
+    adapters = _adapter_layers(tree)
+    if not any(adapters):
+        return
+    module_ids = tree.module_slot_ids or range(len(tree.module_nodes))
+    by_statement: dict[int, list[int]] = {}  # statement number → adapter module nodes
+    is_param, ids = tree.is_param, tree.ids
+    for node, module_id in zip(tree.module_nodes, module_ids):
+        if not adapters[module_id]:
+            continue
+        below = node + 1
+        while below < len(tree) and is_param[below]:  # the module's own parameters: its base layer's
+            param_id = ids[below]
+            decider = plan.param_deciders[param_id]
+            if plan.param_flags[param_id] and decider >= 0 and _statement(plan, decider).verb == "unfreeze":
+                modules = by_statement.setdefault(decider, [])
+                if not modules or modules[-1] != node:
+                    modules.append(node)
+            below += 1
+    for number, nodes in sorted(by_statement.items()):
+        statement = _statement(plan, number)
+        names = [tree.names[n] for n in nodes]
+        layers = "an adapter layer" if len(nodes) == 1 else f"{len(nodes)} adapter layers"
+        yield plan.policy.source.error(
+            PolicyResolveError,
+            f"'{_text(statement)}' unfreezes the base weights of {layers} ({_listed(names)}): "
+            "the adapters are meant to train in their place",
+            statement.span.offset,
+            statement.span.end_offset,
+            code="PF209",
+            help=_adapter_help(tree, nodes),
+        )
+
+
+def _adapter_help(tree: ModelTree, layers: list[int]) -> str:
+    """Select the adapters instead: ``*.q_proj.lora_*`` (``*.lora_*`` across layer names)."""
+    heads = set()  # the first name segment of each adapter parameter below a layer: lora_A, lora_B
+    for layer in layers:
+        depth = tree.names[layer].count(".") + 1 if tree.names[layer] else 0
+        for node in range(layer + 1, tree.ends[layer]):
+            segments = tree.names[node].split(".")
+            if tree.is_param[node] and len(segments) > depth + 1:
+                heads.add(segments[depth])
+    if not heads:
+        return "keep them frozen: the adapter trains in their place"
+    common = _common_prefix(sorted(heads))
+    adapters = common if len(heads) == 1 else common + "*"
+    locals_ = {tree.names[n].rpartition(".")[2] for n in layers}
+    glob = f"*.{locals_.pop()}.{adapters}" if len(locals_) == 1 else f"*.{adapters}"
+    return f"to train the adapters only, select them: 'unfreeze {glob}'"
+
+
+def _common_prefix(words: list[str]) -> str:
+    first, last = words[0], words[-1]
+    size = 0
+    while size < min(len(first), len(last)) and first[size] == last[size]:
+        size += 1
+    return first[:size]
+
+
+_SHOWN_NAMES = 3
+
+
+def _listed(names: list[str]) -> str:
+    shown = ", ".join(f"'{shorten(name, 80)}'" for name in names[:_SHOWN_NAMES])
+    more = len(names) - _SHOWN_NAMES
+    return shown + (f", … ({more} more)" if more > 0 else "")
+
+
+def _text(statement: Statement) -> str:
+    return shorten(statement.text, 60)
 
 
 def _selects_nothing(

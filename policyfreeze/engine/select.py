@@ -1,4 +1,4 @@
-"""Selectors → sets of tree nodes (spec §3).
+"""Selectors → sets of tree nodes (docs/language.md, "Selectors").
 
 A set of nodes is a sorted list of disjoint, non-adjacent half-open index
 intervals over ``ModelTree``'s pre-order. An atomic selector's matches are
@@ -13,11 +13,11 @@ import fnmatch
 import functools
 import itertools
 import re
-from collections.abc import Iterator
 
 import re2
 
 from ..language import regex
+from ..language.glob import glob_regex, glob_scanner, has_wildcard
 from ..language.policy import (
     AllSelector,
     ChildrenSelector,
@@ -72,15 +72,12 @@ def matches(tree: ModelTree, selector) -> list[int]:
 
 def _glob_matches(tree: ModelTree, pattern: str, *, below_matches: bool) -> list[int]:
     """Nodes whose dotted name ``pattern`` matches; nodes below a match only if ``below_matches``."""
-    if not _WILDCARD.search(pattern):
+    if not has_wildcard(pattern):
         return tree.nodes_named(pattern)  # a plain name: no scan of every name
     ends = None if below_matches else tree.ends
     return _name_matches(
-        tree.dotted_names, tree.dotted_name_lines, _glob_scanner(pattern), glob_regex(pattern).fullmatch, ends
+        tree.dotted_names, tree.dotted_name_lines, glob_scanner(pattern), glob_regex(pattern).fullmatch, ends
     )
-
-
-_WILDCARD = re.compile(r"[*?\[]")
 
 
 def _name_matches(names: list[str], lines: NameLines, scanner, test, ends: list[int] | None) -> list[int]:
@@ -230,173 +227,6 @@ def difference(a: Intervals, b: Intervals) -> Intervals:
     return out
 
 
-@functools.lru_cache(maxsize=1024)
-def glob_regex(pattern: str) -> re.Pattern:
-    """Compile a dotted-name glob to a regex over ``ModelTree.dotted_names``.
-
-    A segment that is exactly ``*`` or ``**`` spans zero or more whole segments;
-    any other segment is an fnmatch pattern confined to one segment.
-
-    Matching takes polynomial time whatever the glob: a run of fixed pieces
-    between two wildcards is matched at its leftmost place and never
-    revisited (an atomic group, as ``fnmatch.translate`` does), so ``re``
-    cannot backtrack through every way to split a name among the wildcards.
-    """
-    groups = itertools.count()
-    items: list[str | None] = []  # None: a wildcard segment; str: one segment's regex
-    for segment in pattern.split("."):
-        if segment not in ("*", "**"):
-            items.append(r"\." + _segment_regex(segment, groups))
-        elif not items or items[-1] is not None:
-            items.append(None)  # consecutive wildcard segments mean the same
-    parts: list[str] = []
-    i = 0
-    while i < len(items):
-        if items[i] is not None:
-            parts.append(items[i])
-            i += 1
-            continue
-        run_end = i + 1
-        while run_end < len(items) and items[run_end] is not None:
-            run_end += 1
-        run = "".join(items[i + 1 : run_end])
-        if run and run_end < len(items):
-            # A run between two wildcards: its leftmost place is as good as any.
-            parts.append(_atomic(_ANY_SEGMENTS_LAZY + run + _SEGMENT_END, groups))
-        else:
-            parts.append(_ANY_SEGMENTS + run)
-        i = run_end
-    return re.compile("".join(parts), re.DOTALL)
-
-
-_ANY_SEGMENTS = r"(?:\.[^.]*)*"
-_ANY_SEGMENTS_LAZY = r"(?:\.[^.]*)*?"
-_SEGMENT_END = r"(?![^.])"
-
-
-def _atomic(regex: str, groups: Iterator[int]) -> str:
-    # An atomic group that also works before Python 3.11: a lookahead never backtracks.
-    name = f"g{next(groups)}"
-    return f"(?=(?P<{name}>{regex}))(?P={name})"
-
-
-def _segment_regex(segment: str, groups: Iterator[int]) -> str:
-    """One segment's fnmatch pattern: ``*`` and ``?`` never match '.'."""
-    pieces: list[str] = [""]  # the fixed-width pieces between the stars
-    i, n = 0, len(segment)
-    while i < n:
-        ch = segment[i]
-        i += 1
-        if ch == "*":
-            if pieces[-1] or len(pieces) == 1:
-                pieces.append("")
-        elif ch == "?":
-            pieces[-1] += "[^.]"
-        elif ch == "[":
-            # Where fnmatch ends a class: ']' right after '[' or '[!' is a member.
-            j = i + (segment[i : i + 1] == "!")
-            j += segment[j : j + 1] == "]"
-            close = segment.find("]", j)
-            if close < 0:
-                pieces[-1] += r"\["
-            else:
-                pieces[-1] += _class_regex(segment[i:close])
-                i = close + 1
-        else:
-            pieces[-1] += re.escape(ch)
-    if len(pieces) == 1:
-        return pieces[0]
-    first, *middle, last = pieces
-    # Each middle piece at its leftmost place: correct because pieces are fixed-width.
-    return first + "".join(_atomic(f"[^.]*?{piece}", groups) for piece in middle if piece) + f"[^.]*{last}"
-
-
-def _class_members(body: str, escape) -> tuple[bool, list[str]]:
-    """An fnmatch ``[...]`` class body: negated?, and its members escaped (empty ranges dropped, as fnmatch does)."""
-    negate = body.startswith("!")
-    body = body[1:] if negate else body
-    members: list[str] = []
-    i = 0
-    while i < len(body):
-        if i + 2 < len(body) and body[i + 1] == "-":
-            low, high = body[i], body[i + 2]
-            if low <= high:
-                members.append(f"{escape(low)}-{escape(high)}")
-            i += 3
-        else:
-            members.append(escape(body[i]))
-            i += 1
-    return negate, members
-
-
-def _class_regex(body: str) -> str:
-    """An fnmatch ``[...]`` class as a Python regex that never matches '.'."""
-    negate, members = _class_members(body, re.escape)
-    if not members:
-        return "[^.]" if negate else "(?!)"
-    return ("[^." if negate else "[") + "".join(members) + "]"
-
-
-@functools.lru_cache(maxsize=1024)
-def _glob_scanner(pattern: str):
-    """The glob as one RE2 regex over ``NameLines`` of dotted names, or None when it has none.
-
-    The same language as ``glob_regex`` (a test holds them equal), written for
-    a scan: anchored to a line, wildcards never cross a newline, and RE2's
-    linear time needs no atomic groups.
-    """
-    parts: list[str] = []
-    for segment in pattern.split("."):
-        if segment not in ("*", "**"):
-            parts.append(r"\." + _scan_segment(segment))
-        elif not parts or parts[-1] != _SCAN_ANY_SEGMENTS:
-            parts.append(_SCAN_ANY_SEGMENTS)
-    try:
-        return re2.compile("(?m)^" + "".join(parts) + "$", regex.options())
-    except re2.error:
-        return None
-
-
-_SCAN_ANY_SEGMENTS = r"(?:\.[^.\n]*)*"
-
-
-def _scan_segment(segment: str) -> str:
-    # fnmatch within one segment, tokenized exactly as _segment_regex does.
-    out: list[str] = []
-    i, n = 0, len(segment)
-    while i < n:
-        ch = segment[i]
-        i += 1
-        if ch == "*":
-            out.append(r"[^.\n]*")
-        elif ch == "?":
-            out.append(r"[^.\n]")
-        elif ch == "[":
-            j = i + (segment[i : i + 1] == "!")
-            j += segment[j : j + 1] == "]"
-            close = segment.find("]", j)
-            if close < 0:
-                out.append(_scan_literal("["))
-            else:
-                out.append(_scan_class(segment[i:close]))
-                i = close + 1
-        else:
-            out.append(_scan_literal(ch))
-    return "".join(out)
-
-
-def _scan_class(body: str) -> str:
-    """An fnmatch ``[...]`` class as an RE2 regex that never matches '.' or a newline."""
-    negate, members = _class_members(body, _scan_literal)
-    if negate:
-        return r"[^.\n" + "".join(members) + "]"
-    return "[" + "".join(members) + "]" if members else r"[^\x00-\x{10FFFF}]"  # nothing
-
-
-def _scan_literal(ch: str) -> str:
-    return ch if ch.isascii() and (ch.isalnum() or ch == "_") else f"\\x{{{ord(ch):x}}}"
-
-
 #: RE2 syntax that anchors to the whole text rather than a line: such a regex is run per name.
 _TEXT_ANCHORED = re.compile(r"\\[Az]|\(\?[A-Za-z]*-[A-Za-z]*m")
 
@@ -411,7 +241,9 @@ def _regex_scanner(pattern: str, ignore_case: bool):
     if _TEXT_ANCHORED.search(pattern):
         return None
     flags = "(?m)(?i)" if ignore_case else "(?m)"
+    options = regex.options()
+    options.never_capture = True  # a scan needs where a match is, never its groups (which cost a slower engine)
     try:
-        return re2.compile(flags + "(?:" + pattern + r")[^\n]*", regex.options())
+        return re2.compile(flags + "(?:" + pattern + r")[^\n]*", options)
     except re2.error:
         return None

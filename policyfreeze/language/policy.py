@@ -29,7 +29,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from ..errors import shorten
-from . import regex
+from . import glob, regex
 from .source import Source
 from .vocabulary import FIRST_STAGE, KEYWORDS, OPTION_KEYS, REGEX_FLAGS
 
@@ -137,6 +137,9 @@ class GlobSelector(Node):
             raise problem
         if any(segment == "" for segment in pattern.split(".")):
             raise invalid("PF101", f"glob {pattern!r} has an empty segment (two dots, or a dot at an end)")
+        costly = glob.glob_too_costly(pattern)
+        if costly:
+            raise invalid("PF101", costly, "split it into simpler patterns joined by ','")
         return pattern
 
 
@@ -154,6 +157,9 @@ class RegexSelector(Node):
         problem = regex.problem(pattern)
         if problem:
             raise invalid("PF102", f"invalid regular expression: {problem}", regex.HELP)
+        costly = glob.regex_too_costly(pattern)
+        if costly:
+            raise invalid("PF102", costly, "split it into simpler patterns joined by ','")
         return pattern
 
     @field_validator("ignore_case", mode="before")

@@ -2,8 +2,11 @@
 
 Each check is registered with its code; ``codes.RULES`` holds its severity and
 documentation. Checks of statement properties that do not depend on the stage
-(PF201–PF203) look only at the first stage their statement is in force in, so
-a scheduled policy reports them once.
+(PF201–PF203) look only at the statements a stage brings, so a scheduled
+policy reports them once; the others read the stage's state. PF201, PF205,
+PF208 and PF209 are the resolver's own findings (``plan.warnings``), so
+``apply`` and ``lint`` say the same. Each check costs time linear in the
+model per stage, plus its statements' reach.
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from ..language.policy import AllSelector, DifferenceSelector, Statement, UnionSelector, quote_name
+from ..engine.resolve import unfreeze_non_float_error
+from ..language.policy import AllSelector, DifferenceSelector, Statement, UnionSelector
 from .analysis import Stage, acts_on_params
 
 MAX_NAMES_SHOWN = 3
@@ -62,13 +66,22 @@ def _things(statement: Statement) -> str:
     return "parameter" if acts_on_params(statement) else "module"
 
 
-@check("PF201")
-def selects_nothing(stage: Stage) -> Iterator[Hit]:
-    """The resolver's own PF201 warnings, reported once per statement."""
-    for warning in stage.plan.warnings:
-        statement = stage.analysis.statement_at(warning.line, warning.column)
-        if stage.is_first_for(statement):
-            yield Hit("PF201", statement, warning.message, warning.help)
+def _resolver_findings(code: str) -> Check:
+    """The resolver's own findings of ``code``, each at the statement it names."""
+
+    def found(stage: Stage) -> Iterator[Hit]:
+        for warning in stage.plan.warnings:
+            if warning.code == code and warning.location is not None:  # the resolver's always have one
+                statement = stage.analysis.statement_at(warning.location.line, warning.location.column)
+                yield Hit(code, statement, warning.message, warning.help)
+
+    found.__doc__ = f"The resolver's {code} warnings."
+    return found
+
+
+#: A statement's PF201 comes with the stage that first brings it (a plan warns about its new statements),
+#: so a scheduled policy reports it once.
+check("PF201")(_resolver_findings("PF201"))
 
 
 @check("PF202")
@@ -78,14 +91,12 @@ def dead_statement(stage: Stage) -> Iterator[Hit]:
     Judged in the first stage the statement is in force in: a later stage that
     re-decides what it reached is the schedule working, not a dead statement.
     """
-    for statement in stage.statements:
-        if not stage.is_first_for(statement):
-            continue
+    for statement in stage.new:
         reached = stage.analysis.reached(statement)
         deciders = stage.param_deciders if acts_on_params(statement) else stage.module_deciders
         if not reached or any(deciders[i] is statement for i in reached):
             continue
-        later = sorted({id(deciders[i]): deciders[i] for i in reached}.values(), key=lambda s: s.span.offset)
+        later = sorted({id(s): s for i in reached if (s := deciders[i]) is not None}.values(), key=_offset)
         overriders = ", ".join(cited(s) for s in later[:MAX_NAMES_SHOWN])
         yield Hit(
             "PF202",
@@ -95,27 +106,35 @@ def dead_statement(stage: Stage) -> Iterator[Hit]:
         )
 
 
+def _offset(statement: Statement | None) -> int:
+    return statement.span.offset if statement is not None else -1
+
+
 @check("PF203")
 def no_op_statement(stage: Stage) -> Iterator[Hit]:
-    """A statement whose every parameter (module) already has the state it sets."""
+    """A statement whose every parameter (module) already has the state it sets.
+
+    Judged in the first stage the statement is in force in, against the state
+    the statements before it leave (the stages before, then this stage's).
+    """
     tree = stage.tree
-    param_deciders: list[Statement | None] = [None] * len(tree.params)
-    module_deciders: list[Statement | None] = [None] * len(tree.modules)
-    for statement in stage.statements:
+    param_deciders, module_deciders = stage.deciders_before()
+    for number, statement in enumerate(stage.new, start=stage.first):
         reached = stage.analysis.reached(statement)
         on_params = acts_on_params(statement)
         deciders = param_deciders if on_params else module_deciders
-        if reached and stage.is_first_for(statement):
+        if reached:
+            before = [stage.statement(deciders[i]) for i in reached]
             if on_params:
                 wanted = (statement.verb == "unfreeze", statement.options)
-                current = [_param_state(tree.params[i].requires_grad, deciders[i]) for i in reached]
+                current = [_param_state(tree.params[i].requires_grad, s) for i, s in zip(reached, before)]
             else:
                 wanted = (statement.verb == "eval", None)
-                current = [_module_state(tree.modules[i].pinned, deciders[i]) for i in reached]
+                current = [_module_state(tree.modules[i].pinned, s) for i, s in zip(reached, before)]
             if all(state == wanted for state in current):
-                yield _no_op_hit(statement, len(reached), [deciders[i] for i in reached])
+                yield _no_op_hit(statement, len(reached), before)
         for index in reached:
-            deciders[index] = statement
+            deciders[index] = number
 
 
 def _param_state(initial: bool, decider: Statement | None) -> tuple[bool, object]:
@@ -138,7 +157,7 @@ def _no_op_hit(statement: Statement, count: int, before: list[Statement | None])
         "train": "unpinned",
     }[statement.verb]
     noun = _things(statement) if count == 1 else f"{count} {_things(statement)}s"
-    earlier = sorted({id(s): s for s in before if s is not None}.values(), key=lambda s: s.span.offset)
+    earlier = sorted({id(s): s for s in before if s is not None}.values(), key=_offset)
     reasons = (["the model as built"] if None in before else []) + [cited(s) for s in earlier[:MAX_NAMES_SHOWN]]
     return Hit(
         "PF203",
@@ -155,18 +174,13 @@ def tied_parameter_conflict(stage: Stage) -> Iterator[Hit]:
     One hit per pair of statements at odds (the one overridden, the one that
     decides), listing every tied name between them.
     """
-    tree = stage.tree
-    statements = [s for s in stage.statements if acts_on_params(s)]
+    tree, name_deciders = stage.tree, stage.plan.tied_deciders
     conflicts: dict[tuple[int, int], tuple[Statement, Statement, list[tuple[str, str]]]] = {}
     for param_id, nodes in stage.analysis.tied_nodes.items():
         final = stage.param_deciders[param_id]
         if final is None:
             continue
-        by_name: dict[str, Statement] = {}
-        for node in nodes:
-            decider = next((s for s in reversed(statements) if stage.analysis.reach(s).contains(node)), None)
-            if decider is not None:
-                by_name[tree.names[node]] = decider
+        by_name = {tree.names[n]: stage.analysis.statements[name_deciders[n]] for n in nodes if n in name_deciders}
         winner_name = next(name for name, s in by_name.items() if s is final)
         for name, decider in by_name.items():
             if decider.verb != final.verb:
@@ -195,30 +209,8 @@ def tied_parameter_conflict(stage: Stage) -> Iterator[Hit]:
             )
 
 
-@check("PF205")
-def nothing_trainable(stage: Stage) -> Iterator[Hit]:
-    """Every parameter ends up frozen."""
-    tree = stage.tree
-    if not tree.params or any(stage.plan.requires_grad.values()) or not stage.statements:
-        return
-    freezers = [s for s in stage.param_deciders if s is not None and s.verb == "freeze"]
-    anchor = max(freezers, key=lambda s: s.span.offset) if freezers else stage.statements[-1]
-    head = _last_child_with_params(stage)
-    example = f" (for example 'unfreeze {quote_name(head)}')" if head else ""
-    yield Hit(
-        "PF205",
-        anchor,
-        "the policy leaves no parameter trainable",
-        f"an optimizer needs at least one trainable parameter: unfreeze the part to train{example}",
-    )
-
-
-def _last_child_with_params(stage: Stage) -> str | None:
-    tree = stage.tree
-    for child in reversed(tree.children_of(0) if len(tree) else []):
-        if any(tree.is_param[n] for n in range(child, tree.ends[child])):
-            return tree.names[child]
-    return None
+#: What the decided state says, whichever statements decided it: the resolver finds these for every stage.
+check("PF205")(_resolver_findings("PF205"))
 
 
 @check("PF206")
@@ -228,9 +220,9 @@ def unpinned_frozen_norm(stage: Stage) -> Iterator[Hit]:
     by_statement: dict[int, tuple[Statement, list[int]]] = {}
     for module_id, params in stage.analysis.direct_params.items():
         module = tree.modules[module_id]
-        if not module.running_stats or not params or plan.pinned[module.name]:
+        if not module.running_stats or not params or plan.module_pins[module_id]:
             continue
-        if any(plan.requires_grad[tree.params[p].name] for p in params):
+        if any(plan.param_flags[p] for p in params):
             continue
         decider = stage.param_deciders[params[0]]
         if decider is None or decider.verb != "freeze":
@@ -263,7 +255,14 @@ def _eval_suggestion(statement: Statement, classes: list[str], modules: list) ->
 
 @check("PF207")
 def unfreeze_non_float(stage: Stage) -> Iterator[Hit]:
-    """The resolver's own PF207 errors."""
-    for error in stage.plan.errors:
-        statement = stage.analysis.statement_at(error.line, error.column)
-        yield Hit("PF207", statement, error.message, error.help)
+    """An ``unfreeze`` decides a parameter whose dtype cannot require gradients (in this stage)."""
+    tree, source = stage.tree, stage.analysis.policy.source
+    for param_id in stage.analysis.non_float:
+        decider = stage.param_deciders[param_id]
+        if decider is not None and decider.verb == "unfreeze":
+            error = unfreeze_non_float_error(source, decider, tree.param_names[param_id], tree.param_dtypes[param_id])
+            yield Hit("PF207", decider, error.message, error.help)
+
+
+check("PF208")(_resolver_findings("PF208"))
+check("PF209")(_resolver_findings("PF209"))

@@ -1,4 +1,4 @@
-"""Every finding code (spec §7): its severity and its documentation.
+"""Every finding code: its severity and its documentation.
 
 One table serves the linter (severity), the SARIF output (rule descriptions)
 and ``docs/cli.md`` (a test keeps the page and this table in step).
@@ -161,6 +161,28 @@ RULES: dict[str, Rule] = {
             "Only floating-point and complex tensors can require gradients; unfreezing an integer or "
             "boolean parameter fails when the policy is applied.",
             "leave the parameter out of the unfreeze with 'except'",
+            staged=True,
+        ),
+        Rule(
+            "PF208",
+            "tied-tensor-decided-by-one-name",
+            "warning",
+            "A tied tensor decided through one name also changes under another",
+            "One tensor is registered under several names (tied weights, such as an output head sharing the "
+            "embedding). The statement that decides it selects some of its names, and no statement selects "
+            "another: the tensor changes under that name too, silently.",
+            "select every name of the tensor in the statement, or none",
+            staged=True,
+        ),
+        Rule(
+            "PF209",
+            "adapter-base-unfrozen",
+            "warning",
+            "An adapter layer's base weights are unfrozen",
+            "On a model with adapters (PEFT's LoRA and the other tuners), the statement unfreezes the weights of "
+            "the layer an adapter wraps, so they train along with the adapter (usually a selector that names the "
+            "layer rather than its adapter parameters).",
+            "select the adapter parameters instead: 'unfreeze *.q_proj.lora_*'",
             staged=True,
         ),
     )

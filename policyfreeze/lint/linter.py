@@ -75,7 +75,11 @@ def lint(source: Source, tree: ModelTree | None = None) -> Iterator[Finding]:
     silenced = noqa_lines(comments)
     found = list(unknown_noqa_codes(source, comments))
     if tree is not None:
-        found += model_findings(policy, tree)
+        try:
+            found += model_findings(policy, tree)
+        except PolicyError as exc:  # a pattern too costly to match, which the parser did not refuse
+            yield from findings_from_error(exc)
+            return
     yield from (f for f in found if not is_silenced(f, silenced))
 
 
@@ -131,8 +135,8 @@ def model_findings(policy: Policy, tree: ModelTree) -> list[Finding]:
 
     analysis = Analysis(policy, tree)
     merged: dict[tuple, tuple[Hit, list[int]]] = {}
-    for at in analysis.points:
-        stage = analysis.stage(at)
+    for stage in analysis.stages():
+        at = stage.at
         for hits in (run(stage) for run in CHECKS.values()):
             for hit in hits:
                 key = (hit.code, hit.statement.span.offset, hit.message, hit.help)
@@ -144,8 +148,10 @@ def model_findings(policy: Policy, tree: ModelTree) -> list[Finding]:
 def _finding(source: Source, analysis: Analysis, hit: Hit, points: tuple[int, ...]) -> Finding:
     span = hit.statement.span
     end_line, end_column = source.line_col(span.end_offset)
-    message, stages = hit.message, ()
-    if RULES[hit.code].staged and policy_is_scheduled(analysis) and points != analysis.in_force(hit.statement):
+    message = hit.message
+    stages: tuple[int, ...] = ()
+    # A hit comes only from stages its statement is in force in: as many stages means every one of them.
+    if RULES[hit.code].staged and policy_is_scheduled(analysis) and len(points) != analysis.in_force(hit.statement):
         message, stages = f"{message} ({analysis.stage_label(points)})", points
     return Finding(
         hit.code,

@@ -1,11 +1,15 @@
 """Lint output formats, one function each: text, json, github, sarif.
 
-Each takes the findings (sorted) and returns the whole text to print.
+Each takes the findings (sorted) and returns the whole text to print. Text
+that comes from a policy or a model (file names, names and globs quoted in
+messages) is shown with its control characters escaped (``printable``): a
+name holding ESC or CR cannot move the cursor or forge a line in any format.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -92,14 +96,14 @@ def format_json(findings: Sequence[Finding], *, files: Sequence[str], omitted: M
     document = {
         "version": JSON_VERSION,
         "tool": {"name": "policyfreeze", "version": __version__},
-        "files": list(files),
+        "files": [printable(name) for name in files],
         "findings": [
             {
                 "code": f.code,
                 "severity": f.severity,
-                "message": f.message,
-                "help": f.help,
-                "file": f.source,
+                "message": printable(f.message),
+                "help": printable(f.help) if f.help else f.help,
+                "file": printable(f.source),
                 "line": f.line,
                 "column": f.column,
                 "end_line": f.end_line,
@@ -118,14 +122,14 @@ def format_github(findings: Sequence[Finding], omitted: Mapping[str, int] | None
     """GitHub Actions workflow commands: one annotation per finding (and a notice per capped file)."""
     lines = []
     for f in findings:
-        properties = {"file": f.source, "line": f.line}
+        properties = {"file": printable(f.source), "line": f.line}
         if f.end_line == f.line:
             properties.update(col=f.column, endColumn=f.end_column)
         else:
             properties.update(endLine=f.end_line)
         properties["title"] = f"{f.code} ({RULES[f.code].name})"
         rendered = ",".join(f"{key}={_escape_property(str(value))}" for key, value in properties.items())
-        message = f.message + (f"\nhelp: {f.help}" if f.help else "")
+        message = printable(f.message) + (f"\nhelp: {printable(f.help)}" if f.help else "")
         lines.append(f"::{_GITHUB_LEVEL[f.severity]} {rendered}::{_escape_data(message)}")
     for name, count in (omitted or {}).items():
         lines.append(f"::notice file={_escape_property(name)}::{count:,} more findings in this file are not shown")
@@ -152,7 +156,7 @@ def format_sarif(findings: Sequence[Finding], *, root: Path, omitted: Mapping[st
             "endLine": f.end_line,
             "endColumn": f.end_column,
         }
-        text = f.message + (f"\nhelp: {f.help}" if f.help else "")
+        text = printable(f.message) + (f"\nhelp: {printable(f.help)}" if f.help else "")
         results.append(
             {
                 "ruleId": f.code,
@@ -205,9 +209,12 @@ def _sarif_rule(rule) -> dict:
 
 def _artifact(name: str, root: Path) -> dict:
     path = Path(name)
-    absolute = path if path.is_absolute() else Path.cwd() / path
     try:
-        relative = absolute.resolve().relative_to(root.resolve())
+        absolute, base = path.resolve(), root.resolve()
+    except (OSError, RuntimeError):  # a symlink loop, or a directory gone: the path as written, made absolute
+        absolute, base = Path(os.path.abspath(path)), Path(os.path.abspath(root))
+    try:
+        relative = absolute.relative_to(base)
     except ValueError:
-        return {"uri": absolute.resolve().as_uri()}
+        return {"uri": absolute.as_uri()}
     return {"uri": quote(relative.as_posix()), "uriBaseId": "%SRCROOT%"}

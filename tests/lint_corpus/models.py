@@ -60,3 +60,34 @@ def convnet() -> nn.Module:
 
 def needs_data() -> nn.Module:
     return NeedsData()
+
+
+class Attention(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.q_proj = nn.Linear(4, 4)
+        self.v_proj = nn.Linear(4, 4)
+
+
+class Block(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = Attention()
+        self.mlp = nn.Linear(4, 4)
+
+
+class TinyLM(nn.Module):
+    """Two blocks with attention projections: what LoRA adapts (PF209)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(10, 4)
+        self.layers = nn.ModuleList([Block(), Block()])
+        self.head = nn.Linear(4, 10)
+
+
+def lora() -> nn.Module:
+    """TinyLM with PEFT's LoRA on q_proj and v_proj: only the adapters train."""
+    from peft import LoraConfig, get_peft_model
+
+    return get_peft_model(TinyLM(), LoraConfig(target_modules=["q_proj", "v_proj"], r=2))
