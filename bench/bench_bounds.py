@@ -25,6 +25,7 @@ from policyfreeze.language.parser import parse
 from policyfreeze.language.source import Source
 from policyfreeze.lint import lint
 from policyfreeze.model.tree import ModelTree
+from policyfreeze.model.walk import tree_of
 
 REPEATS = 3
 BLOCKS = (1_000, 2_000)
@@ -54,7 +55,7 @@ def names_tree(count: int, length: int, letters: str) -> ModelTree:
             state = (state * 1103515245 + 12345) % 2**31
             name.append(letters[(state >> 16) % len(letters)])
         root.add_module(f"m{i}" + "".join(name), nn.Linear(1, 1, bias=False))
-    return ModelTree.from_module(root)
+    return tree_of(root)
 
 
 def pattern_figures() -> list[Figure]:
@@ -77,7 +78,7 @@ def schedule_figure() -> Figure:
     import torchvision
 
     with torch.device("meta"):
-        tree = ModelTree.from_module(torchvision.models.resnet18())
+        tree = tree_of(torchvision.models.resnet18())
     sources = {
         n: Source(
             "p.freeze",

@@ -22,6 +22,7 @@ from policyfreeze.language.source import Source
 from policyfreeze.lint import lint
 from policyfreeze.model import manifest
 from policyfreeze.model.tree import ModelTree
+from policyfreeze.model.walk import tree_of
 
 
 def codes(plan) -> list[str]:
@@ -97,7 +98,7 @@ def test_a_tied_tensor_decided_through_one_name_warns_naming_the_other(gpt2, pol
     plan = resolve(gpt2, policy)
     tied = [w for w in plan.warnings if w.code == "PF208"]
     assert [w.message for w in tied] == ([expected] if expected else [])
-    tree = ModelTree.from_module(gpt2)
+    tree = tree_of(gpt2)
     from_manifest = manifest.to_tree(manifest.parse(manifest.from_tree(tree).to_json()))
     for linted in (tree, from_manifest):
         assert [m for c, _, m in lint_codes(policy, linted) if c == "PF208"] == ([expected] if expected else [])
@@ -114,7 +115,7 @@ def test_tied_findings_are_per_stage(gpt2):
     text = "freeze transformer.wte\nat epoch 2 { freeze lm_head }"
     assert codes(resolve(gpt2, text, epoch=0)) == ["PF208"]
     assert codes(resolve(gpt2, text, epoch=2)) == []
-    [finding] = [f for f in lint(Source("p.freeze", text), ModelTree.from_module(gpt2)) if f.code == "PF208"]
+    [finding] = [f for f in lint(Source("p.freeze", text), tree_of(gpt2)) if f.code == "PF208"]
     assert finding.message.endswith("(at epoch 0)") and finding.stages == (0,)
 
 
@@ -176,7 +177,7 @@ def test_unfreezing_an_adapter_layer_base_weights_warns(adapters_marked, policy,
     plan = resolve(model, policy)
     found = [(w.message, w.help) for w in plan.warnings if w.code == "PF209"]
     assert found == ([(expected, help)] if expected else [])
-    tree = ModelTree.from_module(model)
+    tree = tree_of(model)
     assert [(c, m) for c, _, m in lint_codes(policy, tree) if c == "PF209"] == (
         [("PF209", expected)] if expected else []
     )
@@ -187,7 +188,7 @@ def test_adapter_findings_are_per_stage(adapters_marked):
     model = Adapted()
     assert codes(resolve(model, text, epoch=0)) == ["PF209"]
     assert codes(resolve(model, text, epoch=1)) == []
-    [finding] = [f for f in lint(Source("p.freeze", text), ModelTree.from_module(model)) if f.code == "PF209"]
+    [finding] = [f for f in lint(Source("p.freeze", text), tree_of(model)) if f.code == "PF209"]
     assert finding.stages == (0,)
     assert finding.message.startswith("'unfreeze all' unfreezes the base weights of 2 adapter layers")
 
