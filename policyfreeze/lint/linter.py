@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from ..errors import Location, PolicyError
 from ..language.grammar import Comment
 from ..language.parser import parse_with_comments
-from ..language.policy import Policy, suggestion
+from ..language.policy import Policy
 from ..language.source import Source
 from .codes import RULES, Severity
 
@@ -83,6 +83,23 @@ def lint(source: Source, tree: ModelTree | None = None) -> Iterator[Finding]:
     yield from (f for f in found if not is_silenced(f, silenced))
 
 
+def _code_suggestion(name: str) -> str | None:
+    """The code ``name`` is a typo of: one character changed, or two neighbours swapped (PF026 → PF206)."""
+    for code in RULES:
+        if len(code) != len(name):
+            continue
+        differ = [i for i, (a, b) in enumerate(zip(code, name)) if a != b]
+        swapped = (
+            len(differ) == 2
+            and differ[1] == differ[0] + 1
+            and code[differ[0]] == name[differ[1]]
+            and code[differ[1]] == name[differ[0]]
+        )
+        if len(differ) == 1 or swapped:
+            return f"did you mean '{code}'?"
+    return None
+
+
 def unknown_noqa_codes(source: Source, comments: Iterable[Comment]) -> Iterator[Finding]:
     """PF107 for each code a ``# noqa:`` names that is no finding code."""
     for comment in comments:
@@ -95,7 +112,7 @@ def unknown_noqa_codes(source: Source, comments: Iterable[Comment]) -> Iterator[
                     continue
                 offset = comment.offset + match.start("codes") + code.start()
                 location = source.location(offset, offset + len(name))
-                close = suggestion(name, list(RULES))
+                close = _code_suggestion(name)
                 yield Finding(
                     "PF107",
                     RULES["PF107"].severity,
