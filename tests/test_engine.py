@@ -326,3 +326,20 @@ def test_advancing_a_plan_stage_by_stage_equals_resolving_each_stage(text):
         new_warnings = {w.line for w in full.warnings} - {w.line for w in plan.warnings}
         assert {w.line for w in stepped.warnings} == new_warnings
         plan = stepped
+
+
+@pytest.mark.parametrize(
+    ("policy", "help_text"),
+    [
+        (
+            "freeze layer*.weight",
+            "'layer*.weight' matches nothing: '*' inside a segment stays within it; "
+            "did you mean 'layer*.*.weight', where a whole '*' segment spans several?",
+        ),
+        ("freeze layer9", "'layer9' matches nothing; did you mean 'layer4'?"),
+        ("freeze lay*r9.x", "'lay*r9.x' matches nothing in this model"),
+    ],
+)
+def test_a_glob_that_selects_nothing_gets_help_that_points_the_right_way(policy, help_text):
+    plan = policyfreeze.resolve(torchvision.models.resnet18(), policy)
+    assert [w.help for w in plan.warnings if w.code == "PF201"] == [help_text]

@@ -24,6 +24,8 @@ from ..errors import (
     PolicyUsageError,
     shorten,
 )
+from ..language.glob import glob_too_costly, has_wildcard
+from ..language.glob import glob_too_costly, has_wildcard
 from ..language.parser import load, parse
 from ..language.policy import (
     GlobSelector,
@@ -616,8 +618,28 @@ class _Suggestions:
             classes = sorted({c for module_classes in self.tree.module_classes for c in module_classes})
             close = difflib.get_close_matches(atom.pattern, classes, n=1, cutoff=0.6)
             return f"no module is a {pattern}" + (f"; did you mean '{close[0]}'?" if close else "")
+        if has_wildcard(atom.pattern):
+            # A name close in spelling means little for a glob; a glob that spans more segments does.
+            wider = self._spanning(atom)
+            if wider is not None:
+                return (
+                    f"'{pattern}' matches nothing: '*' inside a segment stays within it; "
+                    f"did you mean '{shorten(wider)}', where a whole '*' segment spans several?"
+                )
+            return f"'{pattern}' matches nothing in this model"
         close = difflib.get_close_matches(atom.pattern, self._names_as_deep_as(atom.pattern), n=1, cutoff=0.6)
         return f"'{pattern}' matches nothing" + (f"; did you mean '{close[0]}'?" if close else " in this model")
+
+    def _spanning(self, atom: GlobSelector) -> str | None:
+        """The glob with one whole ``*`` segment added between two of its segments, if that matches."""
+        segments = atom.pattern.split(".")
+        for gap in range(1, len(segments)):
+            if "*" in (segments[gap - 1], segments[gap]):
+                continue
+            wider = ".".join([*segments[:gap], "*", *segments[gap:]])
+            if glob_too_costly(wider) is None and select(self.tree, atom.model_copy(update={"pattern": wider})):
+                return wider
+        return None
 
     def _names_as_deep_as(self, pattern: str) -> list[str]:
         if self._by_depth is None:
