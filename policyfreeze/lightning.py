@@ -72,6 +72,8 @@ class FreezePolicyCallback(pl.Callback):
         if module is not None and not isinstance(module, str):
             raise PolicyUsageError(f"module is the dotted name of a submodule, such as 'backbone', not {module!r}")
         self.module = module
+        if lr is None:
+            _require_lr(self.policy)
         self.lr = lr
         self.monitor = monitor
         self.allow_policy_change = allow_policy_change
@@ -103,7 +105,7 @@ class FreezePolicyCallback(pl.Callback):
             raise PolicyUsageError(
                 f"FreezePolicyCallback supports Lightning's single-device and DDP strategies, not "
                 f"{type(strategy).__name__}",
-                help="use strategy='auto' on one device, or strategy='ddp' (or 'ddp_spawn') on several",
+                help="use strategy='auto' on one device, or strategy='ddp' on several",
             )
         # A Freezer per fit: configure_optimizers builds a new optimizer each time, aligned from stage 0.
         self._freezer = Freezer(self._target(pl_module), self.policy, lr=self.lr, wrap=False)
@@ -161,7 +163,9 @@ class FreezePolicyCallback(pl.Callback):
             self._advance_pending = False
         self._after(trainer, change)
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         freezer = self.freezer
         if freezer.unit == "step":
             optimizer = self._optimizer(trainer)
@@ -169,14 +173,15 @@ class FreezePolicyCallback(pl.Callback):
             self._after(trainer, change)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._plateau is None or trainer.sanity_checking or self._freezer is None:
+        monitor = self.monitor
+        if monitor is None or self._plateau is None or trainer.sanity_checking or self._freezer is None:
             return
-        value = trainer.callback_metrics.get(self.monitor)
+        value = trainer.callback_metrics.get(monitor)
         if value is None:
             logged = ", ".join(sorted(trainer.callback_metrics)) or "none"
             raise PolicyUsageError(
-                f"FreezePolicyCallback monitors {self.monitor!r}, which validation did not log (logged: {logged})",
-                help=f"log it in validation_step, self.log({self.monitor!r}, value), or monitor one of those",
+                f"FreezePolicyCallback monitors {monitor!r}, which validation did not log (logged: {logged})",
+                help=f"log it in validation_step, self.log({monitor!r}, value), or monitor one of those",
             )
         plateau = self._plateau.update(float(value))
         # Every rank must advance together (DDP): one rank's plateau is everyone's, as EarlyStopping decides.
@@ -235,6 +240,17 @@ class FreezePolicyCallback(pl.Callback):
     @staticmethod
     def _schedulers(trainer: pl.Trainer, optimizer: Any) -> list[Any]:
         return [config.scheduler for config in trainer.lr_scheduler_configs if config.scheduler.optimizer is optimizer]
+
+
+def _require_lr(policy: Policy) -> None:
+    """A usage error, when the callback is made, if the policy scales a base learning rate it was not given."""
+    for statement in policy.all_statements():
+        if statement.options is not None and statement.options.lr_scale is not None:
+            raise PolicyUsageError(
+                f"'{statement.text}' ({policy.source.name}:{statement.span.line}) scales the base learning rate: "
+                "pass the one configure_optimizers uses",
+                help="FreezePolicyCallback(policy, lr=...)",
+            )
 
 
 def _rewrap(strategy: Any) -> None:

@@ -152,20 +152,22 @@ class FreezePolicyCallback(transformers.TrainerCallback):
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise PolicyUsageError(f"cannot read {path}: {exc}") from None
         self._load(saved)
-        self._align(optimizer, scheduler)
+        self._align(self.freezer, optimizer, scheduler)
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        freezer = self.freezer  # a usage error when the callback was added after the Trainer was made
         if kwargs.get("model") is not self._model:
             raise PolicyUsageError(
                 "the Trainer trains another model than the one FreezePolicyCallback applied the policy to "
                 "(Trainer(model_init=...) builds a new one for each run)",
                 help="pass the model itself, Trainer(model=...)",
             )
-        self._align(kwargs["optimizer"], kwargs["lr_scheduler"])
+        self._align(freezer, kwargs["optimizer"], kwargs["lr_scheduler"])
 
-    def _align(self, optimizer: Any, scheduler: Any) -> None:
+    def _align(self, freezer: Freezer, optimizer: Any, scheduler: Any) -> None:
+        """Lay the optimizer the Trainer built out as the policy's (once per optimizer: align is not idempotent)."""
         if optimizer is not self._aligned:
-            self.freezer.align(optimizer, scheduler=scheduler)
+            freezer.align(optimizer, scheduler=scheduler)
             self._aligned = optimizer
 
     # Stage boundaries ---------------------------------------------------------------
@@ -229,9 +231,9 @@ class FreezePolicyCallback(transformers.TrainerCallback):
             )
         # Everything is checked before the model changes: the plateau settings, then the Freezer's own state.
         if self._plateau is not None:
-            Plateau(self._plateau.mode, patience=self._plateau.patience, min_delta=self._plateau.min_delta).load_state_dict(
-                plateau
-            )
+            Plateau(
+                self._plateau.mode, patience=self._plateau.patience, min_delta=self._plateau.min_delta
+            ).load_state_dict(plateau)
         self.freezer.load_state_dict(saved["freezer"], allow_policy_change=self.allow_policy_change)
         if self._plateau is not None:
             self._plateau.load_state_dict(plateau)

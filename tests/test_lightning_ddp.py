@@ -7,6 +7,7 @@ command again (``python tests/test_lightning_ddp.py OUT``), which a pytest proce
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import signal
@@ -105,18 +106,23 @@ def test_trainable_parameters_stay_equal_across_ranks_through_stage_changes(tmp_
     try:
         output, _ = process.communicate(timeout=DEADLINE_SECONDS)
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     assert process.returncode == 0, output
     ranks = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in (0, 1)]
     assert len(ranks[0]) == len(ranks[1]) == EPOCHS + 1
     start, end = ranks[0][0], ranks[0][-1]
-    trainable = {epoch: {name for name, (_, flag) in snapshot.items() if flag} for epoch, snapshot in enumerate(ranks[0])}
+    trainable = {
+        epoch: {name for name, (_, flag) in snapshot.items() if flag} for epoch, snapshot in enumerate(ranks[0])
+    }
     assert trainable[0] == {"head.weight", "head.bias"}
     assert trainable[1] == trainable[0] | {"backbone.3.weight", "backbone.3.bias"}
-    assert trainable[2] == trainable[1] | {"backbone.0.weight", "backbone.0.bias", "backbone.1.weight", "backbone.1.bias"}
+    assert trainable[2] == trainable[1] | {
+        "backbone.0.weight",
+        "backbone.0.bias",
+        "backbone.1.weight",
+        "backbone.1.bias",
+    }
     for epoch, (first, second) in enumerate(zip(*ranks)):
         for name, (value, flag) in first.items():
             assert second[name][1] == flag, (epoch, name)
