@@ -253,6 +253,23 @@ def test_a_submodule_names_parameters_relative_to_it(tmp_path):
     assert callback.freezer.report.plan.tree.param_names[0] == "layer.0.attention.self.query.weight"
 
 
+def test_an_optimizer_passed_to_the_trainer_keeps_its_own_rate_and_groups(tmp_path):
+    """Trainer(optimizers=(optimizer, None)): the policy's lr_scale multiplies that optimizer's lr."""
+    model = tiny_bert()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.0)
+    probe = Probe()
+    trainer = Trainer(
+        model=model,
+        args=arguments(tmp_path, num_train_epochs=2, save_strategy="no", lr_scheduler_type="constant"),
+        train_dataset=Sentences(8 * STEPS_PER_EPOCH, seed=0),
+        optimizers=(optimizer, None),
+        callbacks=[FreezePolicyCallback(POLICY), probe],
+    )
+    trainer.train()
+    assert all(step["problems"] == () for step in probe.steps)
+    assert [(lr, weight_decay) for lr, weight_decay, names in probe.steps[-1]["groups"]] == [(2e-3, 0.0), (1e-3, 0.0)]
+
+
 # Phases on a plateau --------------------------------------------------------------------------------
 
 

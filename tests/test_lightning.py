@@ -378,3 +378,27 @@ def test_importing_without_lightning_says_which_extra_to_install():
         in result.stderr
     )
     assert "pip install 'policyfreeze[lightning]'" in result.stderr
+
+
+class TwoOptimizers(Net):
+    """Manual optimization with an optimizer per part (a GAN's pattern): which one the policy drives is unclear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+
+    def training_step(self, batch, batch_idx):
+        for optimizer in self.optimizers():
+            optimizer.zero_grad()
+        x, y = batch
+        self.manual_backward(nn.functional.cross_entropy(self(x), y))
+        for optimizer in self.optimizers():
+            optimizer.step()
+
+    def configure_optimizers(self):
+        return [torch.optim.AdamW(self.backbone.parameters(), lr=LR), torch.optim.AdamW(self.head.parameters(), lr=LR)]
+
+
+def test_more_than_one_optimizer_is_refused():
+    with pytest.raises(PolicyUsageError, match="drives one optimizer, but configure_optimizers returned 2"):
+        fit(TwoOptimizers(), [FreezePolicyCallback(POLICY, lr=LR)], epochs=1)
