@@ -81,7 +81,6 @@ class FreezePolicyCallback(pl.Callback):
         self._freezer: Freezer | None = None
         self._advance_pending = False
         self._restored = False
-        self._aligned: Any = None
 
     @property
     def freezer(self) -> Freezer:
@@ -111,7 +110,6 @@ class FreezePolicyCallback(pl.Callback):
         self._freezer = Freezer(self._target(pl_module), self.policy, lr=self.lr, wrap=False)
         self._advance_pending = False
         self._restored = False
-        self._aligned = None
         if self._plateau is not None:
             self._plateau.reset()
 
@@ -137,8 +135,6 @@ class FreezePolicyCallback(pl.Callback):
                 help="resume with the callback the run was saved with",
             )
         optimizer = self._optimizer(trainer)
-        if optimizer is self._aligned:
-            return
         if self.lr is not None and optimizer.defaults.get("lr") != self.lr:
             raise PolicyUsageError(
                 f"FreezePolicyCallback(lr={self.lr:g}) but configure_optimizers gives the optimizer "
@@ -147,7 +143,6 @@ class FreezePolicyCallback(pl.Callback):
             )
         # Lays the groups out as the saved run had them: Lightning loads the optimizer's state after this hook.
         freezer.align(optimizer, scheduler=self._schedulers(trainer, optimizer))
-        self._aligned = optimizer
 
     # Stage boundaries -----------------------------------------------------------
 
@@ -174,7 +169,8 @@ class FreezePolicyCallback(pl.Callback):
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         monitor = self.monitor
-        if monitor is None or self._plateau is None or trainer.sanity_checking or self._freezer is None:
+        fitting = trainer.state.fn == "fit" and not trainer.sanity_checking  # not trainer.validate() either
+        if monitor is None or self._plateau is None or not fitting or self._freezer is None:
             return
         value = trainer.callback_metrics.get(monitor)
         if value is None:
@@ -211,7 +207,9 @@ class FreezePolicyCallback(pl.Callback):
                 f"(keys {sorted(state_dict) if isinstance(state_dict, dict) else type(state_dict).__name__})"
             )
         plateau, pending = state_dict["plateau"], state_dict["advance_pending"]
-        if (plateau is None) != (self._plateau is None) or not isinstance(pending, bool):
+        if not isinstance(pending, bool):
+            raise PolicyUsageError(f"not a FreezePolicyCallback state: 'advance_pending' is {pending!r}")
+        if (plateau is None) != (self._plateau is None):
             raise PolicyUsageError(
                 "the checkpoint's FreezePolicyCallback state was saved "
                 f"{'without' if plateau is None else 'with'} monitor=, this callback runs "

@@ -134,7 +134,7 @@ class FreezePolicyCallback(transformers.TrainerCallback):
                 help=f"its children are {', '.join(names) or 'none'}",
             ) from None
 
-    def resume(self, checkpoint: str | os.PathLike, optimizer: Any, scheduler: Any) -> None:
+    def _resume(self, checkpoint: str | os.PathLike, optimizer: Any, scheduler: Any) -> None:
         """Restore the state saved in ``checkpoint`` and lay ``optimizer`` (and ``scheduler``) out as saved.
 
         The Trainer calls it (through the hook ``on_init_end`` installs) after
@@ -223,7 +223,9 @@ class FreezePolicyCallback(transformers.TrainerCallback):
         if not isinstance(saved, dict) or set(saved) != _STATE_KEYS:
             raise PolicyUsageError(f"not a FreezePolicyCallback state: {STATE_FILE} holds something else")
         plateau, pending = saved["plateau"], saved["advance_pending"]
-        if (plateau is None) != (self._plateau is None) or not isinstance(pending, bool):
+        if not isinstance(pending, bool):
+            raise PolicyUsageError(f"not a FreezePolicyCallback state: 'advance_pending' is {pending!r}")
+        if (plateau is None) != (self._plateau is None):
             raise PolicyUsageError(
                 "the checkpoint's FreezePolicyCallback state was saved "
                 f"{'without' if plateau is None else 'with'} monitor=, this callback runs "
@@ -272,7 +274,7 @@ def _align_before_loading(trainer: Any, callback: FreezePolicyCallback) -> None:
     @functools.wraps(load)
     def load_optimizer_and_scheduler(checkpoint: Any) -> Any:
         if checkpoint is not None:
-            callback.resume(checkpoint, trainer.optimizer, trainer.lr_scheduler)
+            callback._resume(checkpoint, trainer.optimizer, trainer.lr_scheduler)
         return load(checkpoint)
 
     trainer._load_optimizer_and_scheduler = load_optimizer_and_scheduler

@@ -250,6 +250,9 @@ def test_a_submodule_names_parameters_relative_to_it(tmp_path):
     trainable = [{name for name, flag in step["flags"].items() if flag} for step in probe.steps[::STEPS_PER_EPOCH]]
     assert trainable == [outside, outside | layer_1]
     assert all(step["problems"] == () for step in probe.steps)
+    no_decay = no_decay_names(tiny_bert())
+    for _, weight_decay, group in probe.steps[-1]["groups"]:  # the Trainer's grouping, names made whole
+        assert {name in no_decay for name in group} == {weight_decay == 0.0}, group
     assert callback.freezer.report.plan.tree.param_names[0] == "layer.0.attention.self.query.weight"
 
 

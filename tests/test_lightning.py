@@ -260,6 +260,15 @@ def test_a_checkpoint_saved_without_the_callback_is_refused(tmp_path):
         fit(Net(), [FreezePolicyCallback(POLICY, lr=LR)], ckpt_path=tmp_path / "epoch=0.ckpt")
 
 
+def test_stages_at_steps_change_at_the_batch_where_that_step_begins():
+    policy = "freeze all; unfreeze head\nat step 6 { unfreeze backbone.fc2 with lr_scale=0.5 }"
+    probe = Probe()
+    fit(Net(schedule=SCHEDULERS["dict, LambdaLR per step"]), [FreezePolicyCallback(policy, lr=LR), probe], epochs=3)
+    assert [batch["flags"]["backbone.fc2.weight"] for batch in probe.batches] == [False] * 6 + [True] * 6
+    assert all(batch["problems"] == () for batch in probe.batches)
+    assert math.isclose(probe.batches[-1]["groups"][1][0], 0.5 * probe.batches[-1]["groups"][0][0], rel_tol=1e-9)
+
+
 # A submodule -----------------------------------------------------------------------------
 
 
