@@ -27,7 +27,9 @@ def test_model_names_with_control_characters_are_escaped_in_every_text_output(tm
     )
     policy = tmp_path / f"policy{ESC_AND_CR}.freeze"
     policy.write_text("freeze layer\n")
-    for command in (["lint", str(policy), "--model", f"{factory}:build"],):
+    for command in (
+        ["lint", str(policy), "--model", f"{factory}:build"],
+    ):
         main(command)
         captured = capsys.readouterr()
         for stream in (captured.out, captured.err):
