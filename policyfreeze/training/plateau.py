@@ -8,9 +8,12 @@ early-stopping-driven phases and Lightning's ``EarlyStopping`` do.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import PolicyUsageError
+
+if TYPE_CHECKING:
+    from ..language.policy import Policy
 
 
 class Plateau:
@@ -95,3 +98,28 @@ class Plateau:
             raise PolicyUsageError(f"not a Plateau state: 'wait' is {wait!r}")
         self.best = None if best is None else float(best)
         self.wait = wait
+
+
+def plateau_for(
+    policy: Policy, monitor: str | None, mode: Literal["min", "max"], patience: int, min_delta: float
+) -> Plateau | None:
+    """The plateau test a framework callback runs for ``policy`` and ``monitor`` (None without a monitor).
+
+    An ``at phase`` policy needs a monitored metric; any other policy takes none.
+    """
+    if monitor is not None and (not isinstance(monitor, str) or not monitor):
+        raise PolicyUsageError(f"monitor is the name of a logged metric, not {monitor!r}")
+    if policy.unit == "phase":
+        if monitor is None:
+            raise PolicyUsageError(
+                f"{policy.source.name} advances by phase, when a monitored metric stops improving: pass monitor=",
+                help="name a metric validation reports: FreezePolicyCallback(policy, monitor=..., patience=...)",
+            )
+    elif monitor is not None:
+        raise PolicyUsageError(
+            f"monitor= advances `at phase` policies, but {policy.source.name} "
+            f"{'schedules by ' + policy.unit if policy.unit else 'has no stages'}"
+        )
+    if monitor is None:
+        return None
+    return Plateau(mode, patience=patience, min_delta=min_delta)
