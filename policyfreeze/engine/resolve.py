@@ -25,7 +25,6 @@ from ..errors import (
     shorten,
 )
 from ..language.glob import glob_too_costly, has_wildcard
-from ..language.glob import glob_too_costly, has_wildcard
 from ..language.parser import load, parse
 from ..language.policy import (
     GlobSelector,
