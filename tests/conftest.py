@@ -34,3 +34,8 @@ def model_cache(tmp_path_factory, monkeypatch):
 @pytest.fixture(scope="session")
 def resnet18_factory():
     return lambda: torchvision.models.resnet18(weights=None)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The code checks (ruff, mypy) first: CI reports a style or type error before the long tests."""
+    items.sort(key=lambda item: item.path.name != "test_code_quality.py")

@@ -43,7 +43,7 @@ def check_round_trip(text: str) -> str:
     assert fmt(out) == out
     before, after = comments(text), comments(out)
     assert set(after) == set(before)
-    assert len(after) >= len(before)  # a '# noqa' shared by statements on one line is copied to each
+    assert len(after) >= len(before)  # a noqa comment shared by statements on one line is copied to each
     return out
 
 

@@ -40,6 +40,7 @@ def group_options(
         result["lr"] = own_lr
     elif lr_scale is not None:
         if lr is None:
+            assert decision is not None  # a key with options comes from a deciding statement
             raise PolicyUsageError(
                 f"'{decision.text}' ({decision.where()}) scales the base learning rate "
                 f"(lr_scale={lr_scale:g}), but no base lr was given",

@@ -201,16 +201,20 @@ def noqa_lines(comments: Iterable[Comment]) -> dict[int, frozenset[str] | None]:
         for match in _NOQA.finditer(comment.text):
             if match["colon"] is None:
                 lines[comment.line] = None
-            elif match["codes"] and lines.get(comment.line, frozenset()) is not None:
-                codes = {code.upper() for code in re.findall(r"[A-Za-z]+[0-9]+", match["codes"])}
-                lines[comment.line] = lines.get(comment.line, frozenset()) | codes
+            elif match["codes"]:
+                already = lines.get(comment.line, frozenset())
+                if already is not None:
+                    codes = {code.upper() for code in re.findall(r"[A-Za-z]+[0-9]+", match["codes"])}
+                    lines[comment.line] = already | codes
     return lines
 
 
 def is_silenced(finding: Finding, silenced: dict[int, frozenset[str] | None]) -> bool:
     for line in range(finding.line, finding.end_line + 1):
-        if line in silenced and (silenced[line] is None or finding.code in silenced[line]):
-            return True
+        if line in silenced:
+            codes = silenced[line]
+            if codes is None or finding.code in codes:
+                return True
     return False
 
 
