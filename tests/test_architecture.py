@@ -212,3 +212,16 @@ def test_the_wheel_copy_of_the_grammar_is_the_grammar():
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert '"grammar/policy.lark" = "policyfreeze/language/grammar.lark"' in pyproject
     assert not (PACKAGE / "language" / "grammar.lark").exists(), "the checkout holds one grammar: grammar/"
+
+
+def test_code_and_docs_refer_to_the_projects_own_documents_only():
+    """No "spec §N", no "issue N", no paths outside the repository: docs/language.md is the reference."""
+    outside = re.compile(r"spec §|\bspec v1\b|\bissues? \d+\b|shared/spec|\.\./shared|/work/")
+    files = [*PACKAGE.rglob("*.py"), *(ROOT / "docs").glob("*.md"), ROOT / "README.md", ROOT / "CONTRIBUTING.md"]
+    found = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path in files
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if outside.search(line)
+    ]
+    assert found == []

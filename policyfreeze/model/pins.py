@@ -1,4 +1,4 @@
-"""Eval-mode pins (spec §2): ``eval S`` keeps modules in eval mode across ``model.train()``.
+"""Eval-mode pins: ``eval S`` keeps modules in eval mode across ``model.train()``.
 
 A pin is an ``EvalPin`` stored in the module's own ``__dict__`` under
 ``train``. Instance attributes shadow class methods, so every later
