@@ -16,6 +16,7 @@ import pytest
 import transformers
 
 from policyfreeze import __version__
+from policyfreeze import cache as user_cache
 from policyfreeze.cli import main
 from policyfreeze.model import cache
 from policyfreeze.model.loader import parse_spec
@@ -75,7 +76,7 @@ def command_lines(spec: str) -> list[list]:
 @pytest.mark.parametrize("spec", SPECS)
 def test_cached_runs_print_exactly_what_built_runs_print(spec: str, capsys, model_cache: Path) -> None:
     built = [run([*argv, "--no-cache"], capsys) for argv in command_lines(spec)]
-    assert not model_cache.exists()  # --no-cache neither reads nor writes
+    assert not (model_cache / "manifests").exists()  # --no-cache neither reads nor writes a model
     run(["manifest", "--model", spec], capsys)
     assert len(entries(model_cache)) == 1
     cached = [run(argv, capsys) for argv in command_lines(spec)]
@@ -189,7 +190,7 @@ def test_an_unusable_entry_or_cache_directory_is_never_an_error(
     entry_of(RESNET).path.mkdir(parents=True)  # a directory where the entry should be
     assert run(argv, capsys) == expected
     (tmp_path / "a-file").write_text("")
-    monkeypatch.setenv(cache.CACHE_DIR_VARIABLE, str(tmp_path / "a-file" / "cache"))  # cannot be created
+    monkeypatch.setenv(user_cache.CACHE_DIR_VARIABLE, str(tmp_path / "a-file" / "cache"))  # cannot be created
     assert run(argv, capsys) == expected
 
 
@@ -219,7 +220,7 @@ def test_user_code_is_never_cached(capsys, model_cache: Path) -> None:
     assert cache.entry(parse_spec(f"{models}:tied"), __version__) is None
     assert cache.entry(parse_spec("tests.lint_corpus.models:tied"), __version__) is None
     assert run(["plan", PROBE, "--model", f"{models}:convnet"], capsys)[0] in (0, 1)  # nothing trainable: PF205
-    assert not model_cache.exists()
+    assert not (model_cache / "manifests").exists()
 
 
 def test_an_hf_directory_is_keyed_by_its_config(tmp_path: Path, capsys, model_cache: Path) -> None:
@@ -256,20 +257,20 @@ def test_an_hf_checkpoint_is_keyed_by_its_cached_config(tmp_path: Path, monkeypa
 @pytest.mark.parametrize(
     ("variables", "expected"),
     [
-        ({cache.CACHE_DIR_VARIABLE: "{tmp}/mine"}, "{tmp}/mine"),
-        ({cache.CACHE_DIR_VARIABLE: "", "XDG_CACHE_HOME": "{tmp}/xdg"}, "{tmp}/xdg/policyfreeze"),
+        ({user_cache.CACHE_DIR_VARIABLE: "{tmp}/mine"}, "{tmp}/mine"),
+        ({user_cache.CACHE_DIR_VARIABLE: "", "XDG_CACHE_HOME": "{tmp}/xdg"}, "{tmp}/xdg/policyfreeze"),
         ({"XDG_CACHE_HOME": "{tmp}/xdg"}, "{tmp}/xdg/policyfreeze"),
         ({"XDG_CACHE_HOME": "relative"}, "{tmp}/home/.cache/policyfreeze"),  # the XDG spec: ignored
         ({}, "{tmp}/home/.cache/policyfreeze"),
     ],
 )
 def test_the_cache_directory(variables: dict, expected: str, tmp_path: Path, monkeypatch) -> None:
-    for name in (cache.CACHE_DIR_VARIABLE, "XDG_CACHE_HOME"):
+    for name in (user_cache.CACHE_DIR_VARIABLE, "XDG_CACHE_HOME"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     for name, value in variables.items():
         monkeypatch.setenv(name, value.format(tmp=tmp_path))
-    assert cache.directory() == Path(expected.format(tmp=tmp_path))
+    assert user_cache.directory() == Path(expected.format(tmp=tmp_path))
 
 
 # --- concurrent writers ---------------------------------------------------------------------------
@@ -277,6 +278,7 @@ def test_the_cache_directory(variables: dict, expected: str, tmp_path: Path, mon
 WRITER = """
 import sys, time
 from policyfreeze import __version__
+from policyfreeze import cache as user_cache
 from policyfreeze.model import cache
 from policyfreeze.model.loader import parse_spec
 from policyfreeze.model.manifest import parse

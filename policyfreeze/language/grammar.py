@@ -1,21 +1,30 @@
-"""The Lark parser of the language, built once from the shipped grammar, and comment handling.
+"""The Lark parser of the language, built from the shipped grammar, and comment handling.
 
 The grammar's one source is the project's ``grammar/policy.lark``; the wheel
-carries a copy as ``policyfreeze/language/grammar.lark`` (a test holds them
-identical). Comments are blanked out before parsing, keeping every offset, and
+carries a copy as ``policyfreeze/language/grammar.lark``. Building the LALR
+tables takes longer than everything else ``policyfreeze lint`` does, so the
+built parser is kept as plain data (JSON, never pickle) in the user's cache
+(``policyfreeze.cache``), keyed by the digest of the grammar and the versions
+of lark and policyfreeze; an entry that does not match, or does not load, is
+rebuilt. Comments are blanked out before parsing, keeping every offset, and
 returned for ``# noqa`` and ``fmt``.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import lark
 from lark import Token
 
+from .. import __version__
+from .. import cache as user_cache
 from ..errors import PolicyUsageError
 
 #: Brackets nested in one statement: the parse tree's depth stays bounded.
@@ -104,11 +113,54 @@ def grammar_text() -> str:
 
 @functools.cache
 def parser() -> lark.Lark:
-    """The LALR parser, with positions on every node."""
-    return lark.Lark(
-        grammar_text(),
-        parser="lalr",
-        propagate_positions=True,
-        maybe_placeholders=False,
-        postlex=_Postlexer(),
-    )
+    """The LALR parser, with positions on every node: from the cache when it holds this grammar's."""
+    text = grammar_text()
+    key = {
+        "grammar": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        "lark": lark.__version__,
+        "policyfreeze": __version__,
+    }
+    directory = user_cache.directory()
+    path = directory / "parsers" / f"{key['grammar'][:32]}.json" if directory is not None else None
+    if path is not None:
+        cached = _cached(path, key)
+        if cached is not None:
+            return cached
+    built = lark.Lark(text, parser="lalr", propagate_positions=True, maybe_placeholders=False, postlex=_Postlexer())
+    if path is not None:
+        data, memo = built.memo_serialize([lark.lexer.TerminalDef, lark.grammar.Rule])
+        data["options"]["postlex"] = None  # an object: given again when the parser is loaded
+        entry = json.dumps({"key": key, "data": _encoded(data), "memo": _encoded(memo)}, separators=(",", ":"))
+        user_cache.write_atomically(path, entry.encode("utf-8"))
+    return built
+
+
+def _cached(path: Path, key: dict[str, str]) -> lark.Lark | None:
+    """The parser kept at ``path`` for ``key``, or None when there is none that loads."""
+    try:
+        entry = json.loads(path.read_bytes(), object_hook=_decoded)
+        if entry["key"] != key:
+            return None
+        return lark.Lark._load_from_dict(entry["data"], entry["memo"], postlex=_Postlexer())
+    except Exception:  # absent, truncated, foreign or from another lark: rebuilt, never trusted
+        return None
+
+
+#: Lark's tables have integer and tuple keys, which JSON objects cannot: such a mapping is a list of pairs.
+_PAIRS = "(pairs)"
+
+
+def _encoded(value: Any) -> Any:
+    if isinstance(value, dict):
+        if all(isinstance(key, str) and key != _PAIRS for key in value):
+            return {key: _encoded(item) for key, item in value.items()}
+        return {_PAIRS: [[_encoded(key), _encoded(item)] for key, item in value.items()]}
+    if isinstance(value, list | tuple):
+        return [_encoded(item) for item in value]
+    return value
+
+
+def _decoded(value: dict) -> Any:
+    if len(value) == 1 and _PAIRS in value:
+        return {tuple(key) if isinstance(key, list) else key: item for key, item in value[_PAIRS]}
+    return value

@@ -84,7 +84,7 @@ StageNumber = Annotated[int, BeforeValidator(_bounded_integer("PF101"))]
 class Node(BaseModel):
     # The parse data carries each field's own place as ``<field>_span`` beside it (errors
     # point there); validation ignores those keys.
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
 
 
 class Span(Node):
@@ -454,7 +454,7 @@ class Block(Node):
 class Policy(Node):
     """A parsed, validated policy file."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore", arbitrary_types_allowed=True)
+    model_config = ConfigDict(frozen=True, extra="ignore", arbitrary_types_allowed=True, defer_build=True)
 
     source: Source
     statements: tuple[Statement, ...]

@@ -25,20 +25,18 @@ anything at all.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..cache import directory, write_atomically
 from .loader import ModelSpec
 from .manifest import Manifest, parse, to_tree
 from .tree import ModelTree
 
-CACHE_DIR_VARIABLE = "POLICYFREEZE_CACHE_DIR"
 ENTRY_FORMAT = "policyfreeze-model-cache"
 ENTRY_VERSION = 1
 
@@ -49,20 +47,6 @@ class Entry:
 
     path: Path
     header: dict[str, Any]
-
-
-def directory() -> Path | None:
-    """The cache directory (None when no home directory can be found)."""
-    explicit = os.environ.get(CACHE_DIR_VARIABLE)
-    if explicit:
-        return Path(explicit).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    if xdg and os.path.isabs(xdg):  # the XDG spec: a relative path is invalid and ignored
-        return Path(xdg) / "policyfreeze"
-    try:
-        return Path.home() / ".cache" / "policyfreeze"
-    except RuntimeError:
-        return None
 
 
 def entry(spec: ModelSpec, project_version: str) -> Entry | None:
@@ -118,18 +102,7 @@ def read(cached: Entry) -> tuple[Manifest, ModelTree] | None:
 
 def write(cached: Entry, manifest: Manifest) -> None:
     """Store ``manifest`` atomically; a cache that cannot be written is skipped."""
-    data = (_line(cached.header) + "\n" + manifest.to_json()).encode("utf-8")
-    temporary = None
-    try:
-        cached.path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=cached.path.parent)
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(data)
-        os.replace(temporary, cached.path)
-    except OSError:
-        if temporary is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
+    write_atomically(cached.path, (_line(cached.header) + "\n" + manifest.to_json()).encode("utf-8"))
 
 
 def _line(value: Any) -> str:
