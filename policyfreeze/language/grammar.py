@@ -111,12 +111,17 @@ def grammar_text() -> str:
     raise PolicyUsageError("policyfreeze is installed without its grammar (policy.lark)")
 
 
+#: How the parser is built. Positions are read from tokens (transformer.py), not propagated.
+_OPTIONS = {"parser": "lalr", "maybe_placeholders": False}
+
+
 @functools.cache
 def parser() -> lark.Lark:
-    """The LALR parser, with positions on every node: from the cache when it holds this grammar's."""
+    """The LALR parser: from the cache when it holds this grammar's."""
     text = grammar_text()
     key = {
         "grammar": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        "options": _OPTIONS,
         "lark": lark.__version__,
         "policyfreeze": __version__,
     }
@@ -126,7 +131,7 @@ def parser() -> lark.Lark:
         cached = _cached(path, key)
         if cached is not None:
             return cached
-    built = lark.Lark(text, parser="lalr", propagate_positions=True, maybe_placeholders=False, postlex=_Postlexer())
+    built = lark.Lark(text, **_OPTIONS, postlex=_Postlexer())
     if path is not None:
         data, memo = built.memo_serialize([lark.lexer.TerminalDef, lark.grammar.Rule])
         data["options"]["postlex"] = None  # an object: given again when the parser is loaded
