@@ -21,7 +21,7 @@ from ..errors import PolicyError, PolicyResolveError, PolicyUsageError, shorten
 from ..language.parser import load, parse
 from ..language.policy import GlobSelector, Options, Policy, Statement, TypeSelector, quote_name
 from ..language.source import Source
-from ..model.tree import ModelTree, ParamInfo, can_require_grad
+from ..model.tree import ModelTree, ParamInfo
 from ..model.walk import LiveModel, walk
 from . import groups
 from .select import select
@@ -217,9 +217,9 @@ def evaluate(tree: ModelTree, policy: Policy, at: int = 0) -> Plan:
         at,
         (),
         list(tree.param_requires_grad),
-        [-1] * len(tree.param_names),
+        [-1] * len(tree.param_requires_grad),
         list(tree.module_pinned),
-        [-1] * len(tree.module_names),
+        [-1] * len(tree.module_pinned),
         tree.param_requires_grad,
         tree.module_pinned,
     )
@@ -299,8 +299,9 @@ def _unfrozen_non_float(
     unfrozen = sorted(
         {i for i in reached if param_deciders[i] >= first and statements[param_deciders[i]].verb == "unfreeze"}
     )
-    for param_id, dtype in zip(unfrozen, tree.details.param_dtypes_of(unfrozen)):
-        if not can_require_grad(dtype):
+    for param_id, able in zip(unfrozen, tree.details.can_require_grad_of(unfrozen)):
+        if not able:
+            [dtype] = tree.details.param_dtypes_of([param_id])
             statement = statements[param_deciders[param_id]]
             name = tree.param_names[param_id]
             yield source.error(

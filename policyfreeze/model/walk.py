@@ -1,23 +1,35 @@
 """A live ``nn.Module`` → ``ModelTree``: the one walk over a model's modules and parameters.
 
-Wrapper modules (DDP, DataParallel, ``torch.compile``, FSDP, activation
-checkpointing) are transparent: they add no node and no name segment. FSDP
-without ``use_orig_params`` is refused: it replaced the parameters with one
-flat parameter, and their names are gone. Wrappers that fix what trains when
-they wrap (DDP, FSDP) are refused before a policy is applied
-(``refuse_distributed``).
+Wrapper modules are transparent: they add no node and no name segment. The
+wrapped module takes the wrapper's place, and whatever else the wrapper holds
+sits beside the wrapped module's own children. That covers DDP, DataParallel,
+``torch.compile``, FSDP and activation checkpointing (which hold nothing else),
+and PEFT: a ``PeftModel`` and its tuner (``base_model.model.``), an adapter
+layer (``base_layer.``; its adapters, ``lora_A``..., stay under it) and a
+``modules_to_save`` wrapper (transparent to the copy that runs). Wrappers are
+recognised by class, never by attribute name. FSDP without
+``use_orig_params`` is refused: it replaced the parameters with one flat
+parameter, and their names are gone. Wrappers that fix what trains when they
+wrap (DDP, FSDP) are refused before a policy is applied (``refuse_distributed``).
+
+Each module object is walked once, as ``named_modules()`` does: a module
+reachable under a second name gets that name's nodes copied from its first
+(names are nodes, so every name stays selectable), without walking its Python
+objects again. A model that contains itself has no finite names and is refused.
 
 Torch is imported only to read class hierarchies, on first use.
 """
 
 from __future__ import annotations
 
+import bisect
 import functools
+import itertools
 import operator
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import PolicyUsageError
+from ..errors import PolicyUsageError, shorten
 from .pins import PINNED_METHOD, is_pinned
 from .tree import ModelTree
 
@@ -72,76 +84,368 @@ def refuse_distributed(model: Any) -> None:
         module = inner
 
 
+#: PEFT's wrappers (classes of the ``peft`` package), by class name → the attribute holding the wrapped module.
+PEFT_WRAPPERS = {
+    "PeftModel": "base_model",  # PeftModelForCausalLM...: holds a tuner, or the model itself for prompt learning
+    "PeftMixedModel": "base_model",
+    "BaseTuner": "model",  # LoraModel, IA3Model, LoHaModel...
+    "BaseTunerLayer": "base_layer",  # an adapter layer (lora.Linear...): its adapters stay beside the base layer's
+    "TrainableTokensWrapper": "token_adapter",
+}
+
+#: PEFT's ``modules_to_save`` wrapper: transparent to the copy that runs (``_running_copy``), which holds
+#: the wrapper's name; the original and every copy keep their own names below it.
+MODULES_TO_SAVE = "ModulesToSaveWrapper"
+
+#: Nodes a model may have beyond its first names: the names of modules (and their subtrees) reachable
+#: under a second name. Sharing a module at every level multiplies names by each level, so a small
+#: model can have more names than memory holds.
+MAX_ALIAS_NODES = 1_000_000
+
+
 def walk(model: Any) -> LiveModel:
     """Walk a live ``nn.Module`` into its tree, keeping its tensors and modules by id.
 
     No mutation, no tensor data read.
     """
     _check_is_module(model)
-    names: list[str] = []
-    ends: list[int] = []
-    param_nodes: list[int] = []
-    module_nodes: list[int] = []
-    tensors: list[Any] = []  # per parameter node
-    modules: list[Any] = []  # per module node
-    plain: set[type] = set()  # classes that wrap nothing
-    maybe_pinned: list[Any] = []
-    # One pass, no recursion (any depth works). An entry is (module, name),
-    # or a bare node index that closes that node's subtree.
-    stack: list[Any] = [(model, "")]
-    pop, push = stack.pop, stack.append
-    while stack:
-        entry = pop()
-        if entry.__class__ is int:
-            ends[entry] = len(names)
-            continue
-        module, name = entry
-        if module.__class__ not in plain:
-            if _wrapped_attribute(module.__class__) is None:
-                plain.add(module.__class__)
-            else:
-                module = unwrap(module)
-        node = len(names)
-        module_nodes.append(node)
-        modules.append(module)
-        if PINNED_METHOD in module.__dict__:  # rare, and only such a module can carry a pin
-            maybe_pinned.append(module)
-        names.append(name)
-        ends.append(-1)
-        prefix = name + "." if name else ""
-        for local, param in module._parameters.items():
-            if param is not None:
-                param_nodes.append(len(names))
-                tensors.append(param)
-                names.append(prefix + local)
-                ends.append(len(names))
-        kids = module._modules
-        if kids:
-            push(node)  # popped once every child's subtree is complete
-            stack.extend(reversed([(child, prefix + local) for local, child in kids.items() if child is not None]))
-        else:
-            ends[node] = len(names)
-    param_slot_ids, tensors, param_names, param_aliases = _number(param_nodes, tensors, names)
-    module_slot_ids, modules, module_names, module_aliases = _number(module_nodes, modules, names)
-    if any(map(_is_uninitialized, set(map(type, tensors)))):
-        _refuse_uninitialized(tensors, param_names)
+    walker = _Walker()
+    walker.enter(model, "")
+    walker.run()
+    found_tensors, found_modules = walker.tensors, walker.modules
+    param_slot_ids, tensors = _number(found_tensors, len(set(map(id, found_tensors))) == len(found_tensors))
+    module_slot_ids, modules = _number(found_modules, _distinct(found_modules))
     tree = ModelTree(
-        names=names,
-        ends=ends,
-        param_nodes=param_nodes,
-        module_nodes=module_nodes,
+        names=walker.names,
+        ends=walker.ends,
+        param_nodes=walker.param_nodes,
+        module_nodes=walker.module_nodes,
         param_slot_ids=param_slot_ids,
         module_slot_ids=module_slot_ids,
-        param_names=param_names,
-        param_aliases=param_aliases,
-        param_requires_grad=[tensor.requires_grad for tensor in tensors],
-        module_names=module_names,
-        module_aliases=module_aliases,
+        param_requires_grad=list(map(operator.attrgetter("requires_grad"), tensors)),
+        param_adapter_base=walker.adapter_base_flags(len(tensors), param_slot_ids),
         # Resolution starts from the pins an earlier apply left.
-        module_pinned=_pinned_flags(modules, maybe_pinned),
+        module_pinned=_pinned_flags(modules, walker.maybe_pinned),
         details=LiveDetails(tensors, modules),
     )
+    if any(map(_is_uninitialized, set(map(type, tensors)))):
+        _refuse_uninitialized(tensors, tree.param_names)
     return LiveModel(tree, tensors, modules)
+
+
+class _Walker:
+    """Pre-order over the modules, each module object walked once.
+
+    A frame is a module whose children are being walked: its children as an
+    iterator of (local name, module), the prefix of their names and its
+    node; a wrapper's frames say what closing them does. Frames make the walk
+    iterative, so any depth works.
+
+    ``memo`` holds the first node of every module object with children
+    (leaves are cheaper walked again than looked up). A node's end is -1
+    while its children are walked: meeting an open module again is a cycle;
+    meeting a complete one again copies its nodes under the new name.
+    """
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.ends: list[int] = []
+        self.param_nodes: list[int] = []
+        self.module_nodes: list[int] = []
+        self.tensors: list[Any] = []  # per parameter slot
+        self.modules: list[Any] = []  # per module slot
+        self.maybe_pinned: list[Any] = []
+        self.plain: set[type] = set()  # classes that wrap nothing
+        self.memo: dict[int, int] = {}
+        #: a wrapped module's own nodes end before its wrapper's: id → that end (-1 while walked)
+        self.inner_ends: dict[int, int] = {}
+        self.frames: list[tuple[Any, ...]] = []
+        self.copied = 0
+        #: node ranges whose parameters are the frozen base of a PEFT adapter (base_layer, modules_to_save original)
+        self.adapter_bases: list[tuple[int, int]] = []
+
+    def run(self) -> None:
+        # The common case inline (a module of a class that wraps nothing), the rest through ``enter``:
+        # a call per module would cost as much as the rest of its work.
+        names, ends, param_nodes, tensors = self.names, self.ends, self.param_nodes, self.tensors
+        module_nodes, modules, maybe_pinned = self.module_nodes, self.modules, self.maybe_pinned
+        plain, memo, frames, enter, again = self.plain, self.memo, self.frames, self.enter, self.again
+        while frames:
+            frame = frames[-1]
+            prefix = frame[1]
+            for local, child in frame[0]:
+                if child is None:
+                    continue
+                if child.__class__ not in plain:
+                    if enter(child, prefix + local):
+                        break  # its children come first
+                    continue
+                name = prefix + local
+                kids = child._modules
+                if kids and id(child) in memo:
+                    again(name, id(child))
+                    continue
+                node = len(names)
+                module_nodes.append(node)
+                modules.append(child)
+                names.append(name)
+                ends.append(node + 1)
+                if PINNED_METHOD in child.__dict__:  # rare, and only such a module can carry a pin
+                    maybe_pinned.append(child)
+                params = child._parameters
+                if params:
+                    own = name + "."
+                    for pname, param in params.items():
+                        if param is not None:
+                            param_nodes.append(len(names))
+                            tensors.append(param)
+                            names.append(own + pname)
+                            ends.append(len(names))
+                    ends[node] = len(names)
+                if kids:
+                    memo[id(child)] = node
+                    ends[node] = -1
+                    frames.append((iter(kids.items()), name + ".", node))
+                    break  # its children come first
+            else:
+                frames.pop()
+                if len(frame) == 3:
+                    ends[frame[2]] = len(names)
+                else:
+                    self.close_wrapped(frame)
+
+    def enter(self, module: Any, name: str) -> bool:
+        """Add the nodes of ``module`` named ``name``; True when a frame for its children was pushed."""
+        cls = module.__class__
+        if cls not in self.plain:
+            how = _wrapping(cls)
+            if how is None:
+                self.plain.add(cls)
+            else:
+                wrapped = _unwrap(module, how)
+                if wrapped is not None:
+                    return self._enter_wrapped(module, name, *wrapped)
+        kids = module._modules
+        if kids and id(module) in self.memo:
+            self.again(name, id(module))
+            return False
+        node = self._open(module, name)
+        if not kids:
+            self.ends[node] = len(self.names)
+            return False
+        self.memo[id(module)] = node
+        self.ends[node] = -1
+        self.frames.append((iter(kids.items()), name + "." if name else "", node))
+        return True
+
+    def _enter_wrapped(
+        self, module: Any, name: str, inner: Any, levels: list[tuple[Any, str | None]], base: Any
+    ) -> bool:
+        """A wrapper (``levels``: each wrapper, outermost first, and the child it wraps) around ``inner``."""
+        memo = self.memo
+        wrappers = [wrapper for wrapper, _ in levels]
+        for obj in (*wrappers, inner):
+            if id(obj) in memo and self._end(id(obj)) < 0:
+                self.again(name, id(obj))  # a cycle: raises
+        if id(module) in memo:
+            self.again(name, id(module))
+            return False
+        node = self._open(inner, name)
+        self.ends[node] = -1
+        prefix = name + "." if name else ""
+        inner_params_end = len(self.names)
+        for wrapper in reversed(wrappers):
+            self._add_params(wrapper, prefix)
+        for obj in (*wrappers, inner):
+            memo[id(obj)] = node
+        self.inner_ends[id(inner)] = -1
+        # The wrappers' other children come after the wrapped module's own.
+        extras = itertools.chain.from_iterable(
+            [(local, child) for local, child in wrapper._modules.items() if local != wraps]
+            for wrapper, wraps in reversed(levels)
+        )
+        self.frames.append((extras, prefix, node, _WRAPPERS_DONE, base))
+        if base is inner:
+            self.adapter_bases.append((node + 1, inner_params_end))
+        # Its own nodes are one range only when no wrapper has parameters of its own (none known has).
+        contiguous = inner_params_end == len(self.names)
+        self.frames.append(
+            (iter(inner._modules.items()), prefix, node, _INNER_DONE, (inner, contiguous, base, len(self.names)))
+        )
+        return True
+
+    def close_wrapped(self, frame: tuple[Any, ...]) -> None:
+        """A wrapped module's children, or then its wrappers' other children, are done."""
+        _, _, node, done, data = frame
+        end = len(self.names)
+        if done is _INNER_DONE:
+            inner, contiguous, base, children_start = data
+            if contiguous:  # what another name of the wrapped module gets
+                self.inner_ends[id(inner)] = end
+            else:  # walked afresh if met again
+                del self.inner_ends[id(inner)], self.memo[id(inner)]
+            if base is inner:  # its children's parameters too (its own were marked when it opened)
+                self.adapter_bases.append((children_start, end))
+            return
+        self.ends[node] = end
+        base = data
+        if base is not None:  # a modules_to_save original, beside the copy that runs
+            module_nodes, modules = self.module_nodes, self.modules
+            child = node + 1
+            while child < end:  # the node's children (a parameter's end is the next node)
+                slot = bisect.bisect_left(module_nodes, child)
+                if slot < len(module_nodes) and module_nodes[slot] == child and modules[slot] is base:
+                    self.adapter_bases.append((child, self.ends[child]))
+                child = self.ends[child]
+
+    def _end(self, key: int) -> int:
+        """The end of the nodes a module object met before has (-1: still being walked)."""
+        end = self.inner_ends.get(key)
+        return self.ends[self.memo[key]] if end is None else end
+
+    def _open(self, module: Any, name: str) -> int:
+        """The node of ``module`` and its own parameters' nodes (their end is set: the module's is not)."""
+        node = len(self.names)
+        self.module_nodes.append(node)
+        self.modules.append(module)
+        self.names.append(name)
+        self.ends.append(node + 1)
+        if PINNED_METHOD in module.__dict__:
+            self.maybe_pinned.append(module)
+        self._add_params(module, name + "." if name else "")
+        return node
+
+    def _add_params(self, module: Any, prefix: str) -> None:
+        for local, param in module._parameters.items():
+            if param is not None:
+                self.param_nodes.append(len(self.names))
+                self.tensors.append(param)
+                self.names.append(prefix + local)
+                self.ends.append(len(self.names))
+
+    def again(self, name: str, key: int) -> None:
+        """A module met before, now under ``name``: its nodes copied from its first, or a cycle refused."""
+        names = self.names
+        start, end = self.memo[key], self._end(key)
+        if end < 0:
+            where = f"'{shorten(names[start], 80)}'" if names[start] else "the model itself"
+            raise PolicyUsageError(
+                f"the model contains itself: module '{shorten(name, 80)}' is {where}, which contains it, "
+                "so its names never end",
+                help="keep back references out of the module tree: object.__setattr__(module, 'parent', parent) "
+                "or a weakref, instead of registering the parent as a submodule",
+            )
+        self.copied += end - start
+        if self.copied > MAX_ALIAS_NODES:
+            raise PolicyUsageError(
+                f"the model has more than {MAX_ALIAS_NODES:,} names through shared modules "
+                f"(module '{shorten(names[start], 80)}' is also '{shorten(name, 80)}', and so on): "
+                "every name of a shared module is a node, and sharing at every level multiplies them",
+                help="register a shared module under one name and keep other references out of the module tree",
+            )
+        old = names[start]
+        shift = len(names) - start
+        if old:
+            cut = len(old)
+            names.extend([name + n[cut:] for n in names[start:end]])
+        else:  # the wrapped root met again
+            names.extend([f"{name}.{n}" if n else name for n in names[start:end]])
+        self.ends.extend([e + shift for e in self.ends[start:end]])
+        self.ends[start + shift] = end + shift  # the first may be a wrapped module whose wrapper is still open
+        for nodes, objects in ((self.param_nodes, self.tensors), (self.module_nodes, self.modules)):
+            first, last = bisect.bisect_left(nodes, start), bisect.bisect_left(nodes, end)
+            nodes.extend([n + shift for n in nodes[first:last]])
+            objects.extend(objects[first:last])
+
+    def adapter_base_flags(self, count: int, slot_ids: list[int] | None) -> list[bool]:
+        """Per parameter id: whether it is the frozen base of a PEFT adapter."""
+        flags = [False] * count
+        for start, end in self.adapter_bases:
+            first = bisect.bisect_left(self.param_nodes, start)
+            last = bisect.bisect_left(self.param_nodes, end, first)
+            for slot in range(first, last):
+                flags[slot if slot_ids is None else slot_ids[slot]] = True
+        return flags
+
+
+# What closing a wrapper's frame completes (see _Walker.close_wrapped).
+_INNER_DONE, _WRAPPERS_DONE = "inner", "wrappers"
+
+
+@functools.lru_cache(maxsize=1024)
+def _wrapping(cls: type) -> str | None:
+    """How a class wraps: the attribute holding the wrapped module, ``MODULES_TO_SAVE``, or None.
+
+    Per class, not per module: a model has few classes and many modules.
+    """
+    for c in cls.__mro__:
+        if c.__name__ in WRAPPERS:
+            return WRAPPERS[c.__name__]
+        if c.__module__.partition(".")[0] == "peft":
+            if c.__name__ in PEFT_WRAPPERS:
+                return PEFT_WRAPPERS[c.__name__]
+            if c.__name__ == MODULES_TO_SAVE:
+                return MODULES_TO_SAVE
+    return None
+
+
+def _unwrap(module: Any, how: str) -> tuple[Any, list[tuple[Any, str | None]], Any] | None:
+    """The module a wrapper holds (through every wrapper around it), the wrappers, and a PEFT adapter's base.
+
+    ``levels`` lists each wrapper, outermost first, with the local name of the
+    child it wraps (None: the wrapped module stays one of its children too).
+    The base is the module whose parameters an adapter trains beside:
+    an adapter layer's ``base_layer``, a ``modules_to_save`` original.
+    None when ``module`` wraps nothing after all.
+    """
+    levels: list[tuple[Any, str | None]] = []
+    base = None
+    inner = module
+    while True:
+        if how == MODULES_TO_SAVE:
+            wraps = None
+            original = inner._modules.get("original_module")
+            target = _running_copy(inner, original)
+            base = original
+        else:
+            wraps = how
+            target = inner._modules.get(how)
+            if how == PEFT_WRAPPERS["BaseTunerLayer"]:
+                base = target
+        if target is None:
+            break
+        if how == WRAPPERS["FullyShardedDataParallel"] and FLAT_PARAMETER in target._parameters:
+            raise PolicyUsageError(
+                f"the model is wrapped in {type(inner).__name__} without use_orig_params, which replaced "
+                "its parameters with one flat parameter: their names are gone",
+                help="resolve and apply the policy to the bare model, then wrap it",
+            )
+        if target is module or any(target is wrapper for wrapper, _ in levels):
+            raise PolicyUsageError(f"the model contains itself: {type(inner).__name__} wraps one of its own wrappers")
+        levels.append((inner, wraps))
+        inner = target
+        how = _wrapping(type(inner))
+        if how is None:
+            break
+    if any(base is wrapper for wrapper, _ in levels):
+        base = inner  # a base layer that is itself wrapped: its own parameters are the inner module's
+    return (inner, levels, base) if levels else None
+
+
+def _running_copy(wrapper: Any, original: Any) -> Any:
+    """The module a ``ModulesToSaveWrapper`` runs: the active adapter's copy, or the original without one."""
+    state = wrapper.__dict__
+    active = state.get("_active_adapter")
+    if isinstance(active, str):
+        active = [active]
+    copies = wrapper._modules.get("modules_to_save")
+    if state.get("_disable_adapters") or not active or copies is None:
+        return original
+    return copies._modules.get(active[0], original)
+
+
+#: What FSDP (without ``use_orig_params``) registers on the module it wraps in place of its parameters.
+FLAT_PARAMETER = "_flat_param"
 
 
 class LiveDetails:
@@ -178,31 +482,10 @@ class LiveDetails:
     def module_running_stats(self) -> list[bool]:
         return list(map(_tracks_running_stats, self.modules))
 
-
-def unwrap(module: Any) -> Any:
-    """The module a known wrapper holds (repeatedly), or the module itself."""
-    while True:
-        attribute = _wrapped_attribute(type(module))
-        inner = getattr(module, "_modules", {}).get(attribute) if attribute else None
-        if inner is None:
-            return module
-        if attribute == WRAPPERS["FullyShardedDataParallel"] and FLAT_PARAMETER in inner._parameters:
-            raise PolicyUsageError(
-                f"the model is wrapped in {type(module).__name__} without use_orig_params, which replaced "
-                "its parameters with one flat parameter: their names are gone",
-                help="resolve and apply the policy to the bare model, then wrap it",
-            )
-        module = inner
-
-
-#: What FSDP (without ``use_orig_params``) registers on the module it wraps in place of its parameters.
-FLAT_PARAMETER = "_flat_param"
-
-
-@functools.lru_cache(maxsize=1024)
-def _wrapped_attribute(cls: type) -> str | None:
-    # Per class, not per module: a model has few classes and many modules.
-    return next((WRAPPERS[c.__name__] for c in cls.__mro__ if c.__name__ in WRAPPERS), None)
+    def can_require_grad_of(self, ids: list[int]) -> list[bool]:
+        """Whether each of a few parameters can require gradients, as torch says for its dtype."""
+        tensors = self.tensors
+        return [_can_require_grad(tensors[i].dtype) for i in ids]
 
 
 def _check_is_module(model: Any) -> None:
@@ -234,31 +517,33 @@ def _refuse_uninitialized(tensors: list[Any], names: list[str]) -> None:
     )
 
 
-def _number(
-    nodes: list[int], found: list[Any], names: list[str]
-) -> tuple[list[int] | None, list[Any], list[str], list[tuple[str, ...]]]:
-    """Number the objects ``found`` at ``nodes`` in order of first appearance.
+def _number(found: list[Any], distinct: bool) -> tuple[list[int] | None, list[Any]]:
+    """Number the objects ``found`` (one per slot) in order of first appearance.
 
-    Returns the id per slot (None: nothing reachable twice, each slot its own
-    id), the objects by id, the first name of each and its other names.
+    Returns the id per slot (None when ``distinct``: each slot its own id) and
+    the objects by id.
     """
-    if len(set(map(id, found))) == len(found):  # nothing reachable twice: the common case
-        return None, found, list(map(names.__getitem__, nodes)), [()] * len(found)
+    if distinct:  # nothing reachable twice: the common case
+        return None, found
     first: dict[int, int] = {}
     objects: list[Any] = []
-    first_names: list[str] = []
-    aliases: list[list[str]] = []
     ids: list[int] = []
-    for node, thing in zip(nodes, found):
+    for thing in found:
         number = first.setdefault(id(thing), len(objects))
         if number == len(objects):
             objects.append(thing)
-            first_names.append(names[node])
-            aliases.append([])
-        else:
-            aliases[number].append(names[node])
         ids.append(number)
-    return ids, objects, first_names, [tuple(more) for more in aliases]
+    return ids, objects
+
+
+def _distinct(modules: list[Any]) -> bool:
+    """Whether no module object is listed twice."""
+    try:  # a module's own hash is C-level (a tensor's is not); one that defines its own is counted by id
+        if len(set(modules)) == len(modules):
+            return True
+    except Exception:  # an unhashable module (one that defines __eq__ only) or a failing __hash__
+        pass
+    return len(set(map(id, modules))) == len(modules)
 
 
 def _pinned_flags(modules: list[Any], maybe_pinned: list[Any]) -> list[bool]:
@@ -276,7 +561,18 @@ def _tracks_running_stats(module: Any) -> bool:
     # What _NormBase.forward checks before it updates running_mean/running_var.
     # The buffer first: most modules have none, and getattr of a missing
     # attribute goes through nn.Module.__getattr__ and an exception.
-    return module._buffers.get("running_mean") is not None and getattr(module, "track_running_stats", False) is True
+    if module._buffers.get("running_mean") is None:
+        return False
+    try:
+        return getattr(module, "track_running_stats", False) is True
+    except Exception:  # a __getattr__ that raises something other than AttributeError: not a norm layer's flag
+        return False
+
+
+@functools.lru_cache(maxsize=64)
+def _can_require_grad(dtype: Any) -> bool:
+    # Exactly the dtypes autograd accepts (requires_grad_ refuses every other one).
+    return bool(dtype.is_floating_point or dtype.is_complex)
 
 
 @functools.lru_cache(maxsize=64)
