@@ -269,9 +269,13 @@ def _extend(plan: Plan, at: int, statements: tuple[Statement, ...]) -> Plan:
         )
         # The flag each statement sets: unfreeze → trainable, eval → pinned.
         sets = statement.verb in ("unfreeze", "eval")
-        for reached_id in reached:
-            deciders[reached_id] = number
-            flags[reached_id] = sets
+        if isinstance(reached, range):  # contiguous ids: set them in one go
+            deciders[reached.start : reached.stop] = [number] * len(reached)
+            flags[reached.start : reached.stop] = [sets] * len(reached)
+        else:
+            for reached_id in reached:
+                deciders[reached_id] = number
+                flags[reached_id] = sets
         if statement.verb == "unfreeze":
             unfrozen.extend(reached)
         if not reached:

@@ -244,20 +244,19 @@ class ModelTree:
         A module registered twice under one parent is listed once (its second
         registration still has a node and a subtree).
         """
-        is_param, ends = self.is_param, self.ends
-        shared = self.module_slot_ids is not None
+        module_nodes, ends, slot_ids = self.module_nodes, self.ends, self.module_slot_ids
         seen: set[int] = set()
         kids: list[int] = []
-        child, end = node + 1, ends[node]
-        while child < end:
-            if is_param[child]:
-                child += 1
-                continue
-            if not shared or self.ids[child] not in seen:
+        end = ends[node]
+        slot = bisect.bisect_left(module_nodes, node + 1)
+        while slot < len(module_nodes) and module_nodes[slot] < end:
+            child = module_nodes[slot]
+            if slot_ids is None:
                 kids.append(child)
-                if shared:
-                    seen.add(self.ids[child])
-            child = ends[child]
+            elif slot_ids[slot] not in seen:
+                kids.append(child)
+                seen.add(slot_ids[slot])
+            slot = bisect.bisect_left(module_nodes, ends[child], slot + 1)  # past the child's subtree
         return kids
 
     # Queries ----------------------------------------------------------------
@@ -276,8 +275,13 @@ class ModelTree:
 
     @functools.cached_property
     def dotted_name_lines(self) -> NameLines:
-        """``dotted_names`` as one text, for globs."""
-        return NameLines.of(self.dotted_names)
+        """``dotted_names`` as one text, for globs: ``name_lines`` with a dot after each newline."""
+        names, lines = self.names, self.name_lines
+        if not lines.exact or not names or names[0] != "" or names.count("") > 1:
+            return NameLines.of(self.dotted_names)
+        # Line i > 0 gains a dot, so it starts i - 1 bytes later (the end, one per line, likewise).
+        shifts = itertools.chain((0,), range(len(names)))
+        return NameLines(lines.text.replace(b"\n", b"\n."), list(map(operator.add, lines.starts, shifts)), True)
 
     def nodes_named(self, name: str) -> list[int]:
         """Every node called ``name``, ascending.
@@ -309,18 +313,18 @@ class ModelTree:
         groups: dict[tuple[str, ...], list[int]] = {}
         classes = self.module_classes
         slot_ids = self.module_slot_ids
-        for slot, node in enumerate(self.module_nodes):
-            groups.setdefault(classes[slot if slot_ids is None else slot_ids[slot]], []).append(node)
+        for node, names in zip(self.module_nodes, classes if slot_ids is None else map(classes.__getitem__, slot_ids)):
+            groups.setdefault(names, []).append(node)
         return groups
 
     def __len__(self) -> int:
         return len(self.names)
 
-    def param_ids_in(self, intervals: list[tuple[int, int]]) -> list[int]:
+    def param_ids_in(self, intervals: list[tuple[int, int]]) -> list[int] | range:
         """Parameter ids with a node inside the intervals (duplicates possible for aliases)."""
         return _ids_in(self.param_nodes, self.param_slot_ids, intervals)
 
-    def module_ids_in(self, intervals: list[tuple[int, int]]) -> list[int]:
+    def module_ids_in(self, intervals: list[tuple[int, int]]) -> list[int] | range:
         return _ids_in(self.module_nodes, self.module_slot_ids, intervals)
 
 
@@ -346,7 +350,11 @@ def _other_names(names: list[str], nodes: list[int], slot_ids: list[int] | None,
     return [tuple(more) for more in others]
 
 
-def _ids_in(nodes: list[int], slot_ids: list[int] | None, intervals: list[tuple[int, int]]) -> list[int]:
+def _ids_in(nodes: list[int], slot_ids: list[int] | None, intervals: list[tuple[int, int]]) -> list[int] | range:
+    """The ids with a node in the intervals: a ``range`` when they are contiguous (one interval, nothing shared)."""
+    if slot_ids is None and len(intervals) == 1:
+        start, end = intervals[0]
+        return range(bisect.bisect_left(nodes, start), bisect.bisect_left(nodes, end))
     out: list[int] = []
     for start, end in intervals:
         first = bisect.bisect_left(nodes, start)
@@ -382,5 +390,5 @@ class NameLines:
             return cls(b"", [0], False)
         # Name i starts after the bytes of every name before it and a newline each.
         lengths = map(len, names if len(text) == len(joined) else map(str.encode, names))
-        starts = list(map(operator.add, itertools.accumulate(lengths, initial=0), range(len(names) + 1)))
+        starts = list(itertools.accumulate(map(operator.add, lengths, itertools.repeat(1)), initial=0))
         return cls(text, starts, joined.count("\n") == len(names) - 1)

@@ -109,9 +109,16 @@ def walk(model: Any) -> LiveModel:
     No mutation, no tensor data read.
     """
     _check_is_module(model)
-    walker = _Walker()
-    walker.enter(model, "")
-    walker.run()
+    try:
+        walker = _Walker(RECURSION_DEPTH, careful=False)
+        walker.walk(model)
+    except (_GiveUp, RecursionError):
+        try:
+            walker = _Walker(RECURSION_DEPTH, careful=True)
+            walker.walk(model)
+        except RecursionError:  # called from deep inside a program already: the walk without recursion
+            walker = _Walker(0, careful=True)
+            walker.walk(model)
     found_tensors, found_modules = walker.tensors, walker.modules
     param_slot_ids, tensors = _number(found_tensors, len(set(map(id, found_tensors))) == len(found_tensors))
     module_slot_ids, modules = _number(found_modules, _distinct(found_modules))
@@ -128,26 +135,47 @@ def walk(model: Any) -> LiveModel:
         module_pinned=_pinned_flags(modules, walker.maybe_pinned),
         details=LiveDetails(tensors, modules),
     )
-    if any(map(_is_uninitialized, set(map(type, tensors)))):
+    if walker.lazy and any(map(_is_uninitialized, set(map(type, tensors)))):
         _refuse_uninitialized(tensors, tree.param_names)
     return LiveModel(tree, tensors, modules)
+
+
+#: Module nesting walked by recursion (fast); deeper subtrees are walked by a loop (any depth).
+RECURSION_DEPTH = 100
+
+#: Nodes the first, quick walk makes before it gives up for the careful one.
+QUICK_WALK_NODES = 1_000_000
+
+
+class _GiveUp(Exception):
+    """The quick walk met more than it should: the careful walk takes over."""
 
 
 class _Walker:
     """Pre-order over the modules, each module object walked once.
 
-    A frame is a module whose children are being walked: its children as an
-    iterator of (local name, module), the prefix of their names and its
-    node; a wrapper's frames say what closing them does. Frames make the walk
-    iterative, so any depth works.
+    ``visit`` walks the common case (modules of classes that wrap nothing, up
+    to ``depth_limit`` deep) by recursion, with leaves inline: a call per
+    module would cost as much as the rest of its work. Everything else goes
+    through ``enter``, which pushes a frame for a module's children (an
+    iterator of (local name, module), the prefix of their names and its node;
+    a wrapper's frames also say what closing them completes); ``drain``
+    walks frames by recursion, ``iterate`` by a loop.
 
-    ``memo`` holds the first node of every module object with children
-    (leaves are cheaper walked again than looked up). A node's end is -1
-    while its children are walked: meeting an open module again is a cycle;
-    meeting a complete one again copies its nodes under the new name.
+    A careful walk keeps in ``memo`` the first node of every module object
+    with children (leaves are cheaper walked again than looked up). A node's
+    end is -1 while its children are walked: meeting an open module again is
+    a cycle; meeting a complete one again copies its nodes under the new
+    name. Most models share no module, so a quick walk comes first: it takes
+    a module met again for a new one (walking it again gives the nodes a copy
+    would) and keeps no memo, and it gives up for the careful walk past
+    ``QUICK_WALK_NODES`` nodes or ``RECURSION_DEPTH`` levels, which a model
+    with a cycle, or with modules shared at every level, soon passes.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, depth_limit: int, *, careful: bool) -> None:
+        self.depth_limit = depth_limit
+        self.careful = careful
         self.names: list[str] = []
         self.ends: list[int] = []
         self.param_nodes: list[int] = []
@@ -161,28 +189,51 @@ class _Walker:
         self.inner_ends: dict[int, int] = {}
         self.frames: list[tuple[Any, ...]] = []
         self.copied = 0
+        #: whether a lazy module (nn.LazyLinear...) was met: only its parameters can be uninitialized
+        self.lazy = False
         #: node ranges whose parameters are the frozen base of a PEFT adapter (base_layer, modules_to_save original)
         self.adapter_bases: list[tuple[int, int]] = []
 
-    def run(self) -> None:
-        # The common case inline (a module of a class that wraps nothing), the rest through ``enter``:
-        # a call per module would cost as much as the rest of its work.
+    def walk(self, model: Any) -> None:
+        self.visit = self._visitor()
+        if self.enter(model, ""):
+            self.drain(0, 0)
+
+    def _visitor(self) -> Any:
+        """``visit(items, prefix, depth)``: walk the modules of ``items`` (local name, module) and all below them.
+
+        A closure over the walker's lists: a method would look each of them
+        up again on every call, and there is a call per module with children.
+        """
         names, ends, param_nodes, tensors = self.names, self.ends, self.param_nodes, self.tensors
         module_nodes, modules, maybe_pinned = self.module_nodes, self.modules, self.maybe_pinned
-        plain, memo, frames, enter, again = self.plain, self.memo, self.frames, self.enter, self.again
-        while frames:
-            frame = frames[-1]
-            prefix = frame[1]
-            for local, child in frame[0]:
-                if child is None:
-                    continue
-                if child.__class__ not in plain:
-                    if enter(child, prefix + local):
-                        break  # its children come first
+        plain, memo, frames, enter, drain, again, iterate = (
+            self.plain,
+            self.memo,
+            self.frames,
+            self.enter,
+            self.drain,
+            self.again,
+            self.iterate,
+        )
+        depth_limit, careful = self.depth_limit, self.careful
+
+        def visit(items: Any, prefix: str, depth: int) -> None:
+            for local, child in items:
+                if child.__class__ not in plain:  # a wrapper, a class met first, or None
+                    if child is not None:
+                        mark = len(frames)
+                        if enter(child, prefix + local):
+                            drain(mark, depth)
                     continue
                 name = prefix + local
-                kids = child._modules
-                if kids and id(child) in memo:
+                # From the instance dict: an nn.Module attribute lookup goes through its __getattr__ hook.
+                state = child.__dict__
+                try:
+                    kids, params = state["_modules"], state["_parameters"]
+                except KeyError:  # a module that keeps them elsewhere
+                    kids, params = child._modules, child._parameters
+                if kids and careful and id(child) in memo:
                     again(name, id(child))
                     continue
                 node = len(names)
@@ -190,29 +241,65 @@ class _Walker:
                 modules.append(child)
                 names.append(name)
                 ends.append(node + 1)
-                if PINNED_METHOD in child.__dict__:  # rare, and only such a module can carry a pin
+                if PINNED_METHOD in state:  # rare, and only such a module can carry a pin
                     maybe_pinned.append(child)
-                params = child._parameters
                 if params:
                     own = name + "."
+                    last = node
                     for pname, param in params.items():
                         if param is not None:
-                            param_nodes.append(len(names))
+                            last += 1
+                            param_nodes.append(last)
                             tensors.append(param)
                             names.append(own + pname)
-                            ends.append(len(names))
-                    ends[node] = len(names)
+                            ends.append(last + 1)
+                    ends[node] = last + 1
                 if kids:
-                    memo[id(child)] = node
-                    ends[node] = -1
-                    frames.append((iter(kids.items()), name + ".", node))
-                    break  # its children come first
+                    if careful:
+                        memo[id(child)] = node
+                        ends[node] = -1
+                    elif node > QUICK_WALK_NODES or depth >= depth_limit:
+                        raise _GiveUp
+                    if depth < depth_limit:
+                        visit(kids.items(), name + ".", depth + 1)
+                        ends[node] = len(names)
+                    else:
+                        mark = len(frames)
+                        frames.append((iter(kids.items()), name + ".", node))
+                        iterate(mark)
+
+        return visit
+
+    def drain(self, mark: int, depth: int) -> None:
+        """Walk the children of the frames above ``mark`` (the last pushed first), recursively if depth allows."""
+        frames = self.frames
+        if depth >= self.depth_limit:
+            self.iterate(mark)
+            return
+        while len(frames) > mark:
+            frame = frames[-1]
+            self.visit(frame[0], frame[1], depth + 1)  # drains whatever it pushes: the frame is last again
+            frames.pop()
+            self.close(frame)
+
+    def iterate(self, mark: int) -> None:
+        """``drain`` without recursion: any depth."""
+        frames, enter = self.frames, self.enter
+        while len(frames) > mark:
+            frame = frames[-1]
+            prefix = frame[1]
+            for local, child in frame[0]:
+                if child is not None and enter(child, prefix + local):
+                    break  # its children first
             else:
                 frames.pop()
-                if len(frame) == 3:
-                    ends[frame[2]] = len(names)
-                else:
-                    self.close_wrapped(frame)
+                self.close(frame)
+
+    def close(self, frame: tuple[Any, ...]) -> None:
+        if len(frame) == 3:
+            self.ends[frame[2]] = len(self.names)
+        else:
+            self.close_wrapped(frame)
 
     def enter(self, module: Any, name: str) -> bool:
         """Add the nodes of ``module`` named ``name``; True when a frame for its children was pushed."""
@@ -221,6 +308,7 @@ class _Walker:
             how = _wrapping(cls)
             if how is None:
                 self.plain.add(cls)
+                self.lazy = self.lazy or _is_lazy(cls)
             else:
                 wrapped = _unwrap(module, how)
                 if wrapped is not None:
@@ -499,6 +587,11 @@ def _check_is_module(model: Any) -> None:
     else:
         what, advice = type(model).__name__, "pass the model object: policyfreeze.apply(model, policy)"
     raise PolicyUsageError(f"a policy applies to a torch.nn.Module instance, not {what}", help=advice)
+
+
+def _is_lazy(cls: type) -> bool:
+    # torch.nn.modules.lazy.LazyModuleMixin: a module whose parameters exist after its first forward pass
+    return any(c.__name__ == "LazyModuleMixin" for c in cls.__mro__)
 
 
 @functools.lru_cache(maxsize=64)
