@@ -185,8 +185,6 @@ class _Walker:
         self.maybe_pinned: list[Any] = []
         self.plain: set[type] = set()  # classes that wrap nothing
         self.memo: dict[int, int] = {}
-        #: a wrapped module's own nodes end before its wrapper's: id → that end (-1 while walked)
-        self.inner_ends: dict[int, int] = {}
         self.frames: list[tuple[Any, ...]] = []
         self.copied = 0
         #: whether a lazy module (nn.LazyLinear...) was met: only its parameters can be uninitialized
@@ -304,6 +302,12 @@ class _Walker:
     def enter(self, module: Any, name: str) -> bool:
         """Add the nodes of ``module`` named ``name``; True when a frame for its children was pushed."""
         cls = module.__class__
+        if cls is _Pruned:  # a module on a wrapper's path to what it wraps, without that child
+            node = self._open(module.module, name)
+            self.ends[node] = -1
+            kids = [(local, child) for local, child in module.module._modules.items() if local != module.without]
+            self.frames.append((iter(kids), name + "." if name else "", node))
+            return True
         if cls not in self.plain:
             how = _wrapping(cls)
             if how is None:
@@ -327,39 +331,34 @@ class _Walker:
         return True
 
     def _enter_wrapped(
-        self, module: Any, name: str, inner: Any, levels: list[tuple[Any, str | None]], base: Any
+        self, module: Any, name: str, inner: Any, levels: list[tuple[Any, tuple[str, ...]]], base: Any
     ) -> bool:
-        """A wrapper (``levels``: each wrapper, outermost first, and the child it wraps) around ``inner``."""
+        """A wrapper (``levels``: each wrapper, outermost first, and the path to what it wraps) around ``inner``.
+
+        One node for them all: the wrapped module's parameters and children,
+        then whatever else the wrappers hold. Every name of one of these
+        objects gets that node's subtree.
+        """
         memo = self.memo
         wrappers = [wrapper for wrapper, _ in levels]
-        for obj in (*wrappers, inner):
-            if id(obj) in memo and self._end(id(obj)) < 0:
-                self.again(name, id(obj))  # a cycle: raises
-        if id(module) in memo:
-            self.again(name, id(module))
-            return False
+        for obj in (module, *wrappers, inner):
+            if id(obj) in memo:
+                self.again(name, id(obj))  # the same wrapped module under another name, or a cycle (raises)
+                return False
+        others = [item for wrapper, path in reversed(levels) for item in _others(wrapper, path)]
+        _check_one_path(name, inner, wrappers, others)
         node = self._open(inner, name)
-        self.ends[node] = -1
         prefix = name + "." if name else ""
         inner_params_end = len(self.names)
         for wrapper in reversed(wrappers):
             self._add_params(wrapper, prefix)
+        self.ends[node] = -1
         for obj in (*wrappers, inner):
             memo[id(obj)] = node
-        self.inner_ends[id(inner)] = -1
-        # The wrappers' other children come after the wrapped module's own.
-        extras = itertools.chain.from_iterable(
-            [(local, child) for local, child in wrapper._modules.items() if local != wraps]
-            for wrapper, wraps in reversed(levels)
-        )
-        self.frames.append((extras, prefix, node, _WRAPPERS_DONE, base))
+        self.frames.append((iter(others), prefix, node, _WRAPPERS_DONE, base))
         if base is inner:
             self.adapter_bases.append((node + 1, inner_params_end))
-        # Its own nodes are one range only when no wrapper has parameters of its own (none known has).
-        contiguous = inner_params_end == len(self.names)
-        self.frames.append(
-            (iter(inner._modules.items()), prefix, node, _INNER_DONE, (inner, contiguous, base, len(self.names)))
-        )
+        self.frames.append((iter(inner._modules.items()), prefix, node, _INNER_DONE, (base is inner, len(self.names))))
         return True
 
     def close_wrapped(self, frame: tuple[Any, ...]) -> None:
@@ -367,12 +366,8 @@ class _Walker:
         _, _, node, done, data = frame
         end = len(self.names)
         if done is _INNER_DONE:
-            inner, contiguous, base, children_start = data
-            if contiguous:  # what another name of the wrapped module gets
-                self.inner_ends[id(inner)] = end
-            else:  # walked afresh if met again
-                del self.inner_ends[id(inner)], self.memo[id(inner)]
-            if base is inner:  # its children's parameters too (its own were marked when it opened)
+            is_base, children_start = data
+            if is_base:  # its children's parameters too (its own were marked when it opened)
                 self.adapter_bases.append((children_start, end))
             return
         self.ends[node] = end
@@ -385,11 +380,6 @@ class _Walker:
                 if slot < len(module_nodes) and module_nodes[slot] == child and modules[slot] is base:
                     self.adapter_bases.append((child, self.ends[child]))
                 child = self.ends[child]
-
-    def _end(self, key: int) -> int:
-        """The end of the nodes a module object met before has (-1: still being walked)."""
-        end = self.inner_ends.get(key)
-        return self.ends[self.memo[key]] if end is None else end
 
     def _open(self, module: Any, name: str) -> int:
         """The node of ``module`` and its own parameters' nodes (their end is set: the module's is not)."""
@@ -414,7 +404,8 @@ class _Walker:
     def again(self, name: str, key: int) -> None:
         """A module met before, now under ``name``: its nodes copied from its first, or a cycle refused."""
         names = self.names
-        start, end = self.memo[key], self._end(key)
+        start = self.memo[key]
+        end = self.ends[start]
         if end < 0:
             where = f"'{shorten(names[start], 80)}'" if names[start] else "the model itself"
             raise PolicyUsageError(
@@ -439,7 +430,6 @@ class _Walker:
         else:  # the wrapped root met again
             names.extend([f"{name}.{n}" if n else name for n in names[start:end]])
         self.ends.extend([e + shift for e in self.ends[start:end]])
-        self.ends[start + shift] = end + shift  # the first may be a wrapped module whose wrapper is still open
         for nodes, objects in ((self.param_nodes, self.tensors), (self.module_nodes, self.modules)):
             first, last = bisect.bisect_left(nodes, start), bisect.bisect_left(nodes, end)
             nodes.extend([n + shift for n in nodes[first:last]])
@@ -477,31 +467,31 @@ def _wrapping(cls: type) -> str | None:
     return None
 
 
-def _unwrap(module: Any, how: str) -> tuple[Any, list[tuple[Any, str | None]], Any] | None:
-    """The module a wrapper holds (through every wrapper around it), the wrappers, and a PEFT adapter's base.
+def _unwrap(module: Any, how: str) -> tuple[Any, list[tuple[Any, tuple[str, ...]]], Any] | None:
+    """The module a wrapper runs (through every wrapper around it), the wrappers, and a PEFT adapter's base.
 
-    ``levels`` lists each wrapper, outermost first, with the local name of the
-    child it wraps (None: the wrapped module stays one of its children too).
-    The base is the module whose parameters an adapter trains beside:
-    an adapter layer's ``base_layer``, a ``modules_to_save`` original.
-    None when ``module`` wraps nothing after all.
+    ``levels`` lists each wrapper, outermost first, with the path of local
+    names to what it wraps (two names for a ``modules_to_save`` copy). The
+    base is the module whose parameters an adapter trains beside: an adapter
+    layer's ``base_layer``, a ``modules_to_save`` original. None when
+    ``module`` wraps nothing after all.
     """
-    levels: list[tuple[Any, str | None]] = []
+    levels: list[tuple[Any, tuple[str, ...]]] = []
     base = None
     inner = module
     while True:
         if how == MODULES_TO_SAVE:
-            wraps = None
-            original = inner._modules.get("original_module")
-            target = _running_copy(inner, original)
-            base = original
+            path = _running_copy(inner)
+            base = inner._modules.get("original_module")
         else:
-            wraps = how
-            target = inner._modules.get(how)
-            if how == PEFT_WRAPPERS["BaseTunerLayer"]:
-                base = target
+            path = (how,)
+        target = inner
+        for local in path:
+            target = getattr(target, "_modules", {}).get(local)
         if target is None:
             break
+        if how == PEFT_WRAPPERS["BaseTunerLayer"]:
+            base = target
         if how == WRAPPERS["FullyShardedDataParallel"] and FLAT_PARAMETER in target._parameters:
             raise PolicyUsageError(
                 f"the model is wrapped in {type(inner).__name__} without use_orig_params, which replaced "
@@ -510,7 +500,7 @@ def _unwrap(module: Any, how: str) -> tuple[Any, list[tuple[Any, str | None]], A
             )
         if target is module or any(target is wrapper for wrapper, _ in levels):
             raise PolicyUsageError(f"the model contains itself: {type(inner).__name__} wraps one of its own wrappers")
-        levels.append((inner, wraps))
+        levels.append((inner, path))
         inner = target
         how = _wrapping(type(inner))
         if how is None:
@@ -520,16 +510,50 @@ def _unwrap(module: Any, how: str) -> tuple[Any, list[tuple[Any, str | None]], A
     return (inner, levels, base) if levels else None
 
 
-def _running_copy(wrapper: Any, original: Any) -> Any:
-    """The module a ``ModulesToSaveWrapper`` runs: the active adapter's copy, or the original without one."""
+def _others(wrapper: Any, path: tuple[str, ...]) -> list[tuple[str, Any]]:
+    """A wrapper's children but the path to what it wraps (a module on a longer path stays, without it)."""
+    others: list[tuple[str, Any]] = []
+    for local, child in wrapper._modules.items():
+        if local != path[0]:
+            others.append((local, child))
+        elif len(path) > 1 and child is not None:
+            others.append((local, _Pruned(child, path[1])))
+    return others
+
+
+@dataclass(frozen=True)
+class _Pruned:
+    """A module on a wrapper's path to what it wraps, walked without that child (``modules_to_save``)."""
+
+    module: Any
+    without: str
+
+
+def _check_one_path(name: str, inner: Any, wrappers: list[Any], others: list[tuple[str, Any]]) -> None:
+    """The wrapped module's and the wrappers' own names side by side: none may be there twice."""
+    seen: set[str] = set()
+    for local in itertools.chain(
+        inner._parameters, *(wrapper._parameters for wrapper in wrappers), inner._modules, (o for o, _ in others)
+    ):
+        if local in seen:
+            where = f"'{name}'" if name else "the model"
+            raise PolicyUsageError(
+                f"{where} is a {type(wrappers[-1]).__name__} around a {type(inner).__name__}, and both have "
+                f"'{local}': with the wrapper's names left out, that name would have two meanings"
+            )
+        seen.add(local)
+
+
+def _running_copy(wrapper: Any) -> tuple[str, ...]:
+    """The path to the module a ``ModulesToSaveWrapper`` runs: the active adapter's copy, else the original."""
     state = wrapper.__dict__
     active = state.get("_active_adapter")
     if isinstance(active, str):
         active = [active]
     copies = wrapper._modules.get("modules_to_save")
-    if state.get("_disable_adapters") or not active or copies is None:
-        return original
-    return copies._modules.get(active[0], original)
+    if state.get("_disable_adapters") or not active or copies is None or active[0] not in copies._modules:
+        return ("original_module",)
+    return ("modules_to_save", active[0])
 
 
 #: What FSDP (without ``use_orig_params``) registers on the module it wraps in place of its parameters.
