@@ -50,7 +50,9 @@ class ModuleEntry(_Entry):
     """One module object, under the first name ``named_modules()`` gives it."""
 
     name: str = Field(description="dotted path from the root; the root is ''")
-    classes: list[str] = Field(min_length=1, description="class name, then its bases below nn.Module, nearest first")
+    classes: list[str] = Field(
+        description="class name, then its bases below nn.Module, nearest first (empty for a bare nn.Module)"
+    )
     children: list[LocalName] = Field(default=[], description="local names of registered child modules, in order")
     parameters: list[LocalName] = Field(default=[], description="local names of the module's own parameters, in order")
     aliases: list[str] = Field(default=[], description="other full names of this module object")
