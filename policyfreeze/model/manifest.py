@@ -24,16 +24,17 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from ..errors import PolicyUsageError
 from .tree import ModelTree, StoredDetails, slot_ids
 
-MANIFEST_FORMAT = "policyfreeze-manifest"
-MANIFEST_VERSION = 1
+MANIFEST_FORMAT: Final = "policyfreeze-manifest"
+MANIFEST_VERSION: Final = 1
 
 #: The largest manifest file read: a model of a million parameter tensors needs about a quarter of it.
 MAX_MANIFEST_BYTES = 64 << 20
@@ -233,7 +234,7 @@ def _inconsistent(source: str, problem: str) -> PolicyUsageError:
     return PolicyUsageError(f"{source}: invalid manifest: {problem}")
 
 
-def _index_names(entries: list[ModuleEntry] | list[ParameterEntry], source: str) -> dict[str, int]:
+def _index_names(entries: Sequence[ModuleEntry | ParameterEntry], source: str) -> dict[str, int]:
     table: dict[str, int] = {}
     for index, entry in enumerate(entries):
         for name in (entry.name, *entry.aliases):

@@ -218,7 +218,7 @@ class _Walker:
 
         def visit(items: Any, prefix: str, depth: int) -> None:
             for local, child in items:
-                if child.__class__ not in plain:  # a wrapper, a class met first, or None
+                if type(child) not in plain:  # a wrapper, a class met first, or None
                     if child is not None:
                         mark = len(frames)
                         if enter(child, prefix + local):
@@ -502,9 +502,10 @@ def _unwrap(module: Any, how: str) -> tuple[Any, list[tuple[Any, tuple[str, ...]
             raise PolicyUsageError(f"the model contains itself: {type(inner).__name__} wraps one of its own wrappers")
         levels.append((inner, path))
         inner = target
-        how = _wrapping(type(inner))
-        if how is None:
+        wraps = _wrapping(type(inner))
+        if wraps is None:
             break
+        how = wraps
     if any(base is wrapper for wrapper, _ in levels):
         base = inner  # a base layer that is itself wrapped: its own parameters are the inner module's
     return (inner, levels, base) if levels else None
