@@ -64,15 +64,17 @@ def build(tensors: int = 50_000, experts: int = 256) -> MoE:
 
 
 # --- the policies and the loops people write instead -------------------------
+#
+# One loop over named_parameters() per policy, every rule of a multi-statement
+# policy fused into it (the last rule that applies wins, as in the policy):
+# what people write instead of a policy.
 
 LINEAR_PROBE = "freeze all\nunfreeze head\n"
 
 
 def linear_probe_loop(model: nn.Module) -> None:
-    for p in model.parameters():
-        p.requires_grad = False
-    for p in model.head.parameters():
-        p.requires_grad = True
+    for name, p in model.named_parameters():
+        p.requires_grad = name.startswith("head.")
 
 
 BY_NAME = "freeze match /blocks\\.[0-7]\\./\n"
@@ -81,17 +83,16 @@ _BY_NAME = re.compile(r"blocks\.[0-7]\.")
 
 def by_name_loop(model: nn.Module) -> None:
     for name, p in model.named_parameters():
-        if _BY_NAME.search(name):
-            p.requires_grad = False
+        p.requires_grad = _BY_NAME.search(name) is None
 
 
 FIRST_CHILDREN = "freeze children[0:2]\n"
 
 
 def first_children_loop(model: nn.Module) -> None:
-    for child in list(model.children())[:2]:
-        for p in child.parameters():
-            p.requires_grad = False
+    first = tuple(name + "." for name, _ in list(model.named_children())[:2])
+    for name, p in model.named_parameters():
+        p.requires_grad = not name.startswith(first)
 
 
 MIXED = """\
@@ -109,55 +110,39 @@ unfreeze embed
 freeze match /blocks\\.[0-9]*5\\.attn\\.q/
 """
 
-_K = re.compile(r"\.k\.")
-_LOW_EXPERT = re.compile(r"\.experts\.(?:[0-9]|1[0-5])\.")
-_W2 = re.compile(r"blocks\.[^.]*\.experts\.[^.]*\.w2(?:\.|$)")
-_EVEN_ROUTER = re.compile(r"^blocks\.[0-9]*[02468]\.router")
-_W13 = re.compile(r"\.experts\.[^.]*\.w[13](?:\.|$)")
-_BLOCK3 = re.compile(r"blocks\.3")
-_Q5 = re.compile(r"blocks\.[0-9]*5\.attn\.q")
+_BLOCK = re.compile(r"blocks\.([0-9]+)\.")
+_LOW_EXPERT_W2 = re.compile(r"experts\.(?:[0-9]|1[0-5])\.w2\.")
+_EXPERT_W13 = re.compile(r"experts\.[0-9]+\.w[13]\.")
 
 
 def mixed_loop(model: nn.Module) -> None:
-    """The twelve statements of ``MIXED`` as the loops one would write by hand."""
-    for p in model.parameters():  # freeze all
-        p.requires_grad = False
-    for p in (*model.head.parameters(), *model.norm.parameters()):  # unfreeze head, norm
-        p.requires_grad = True
-    blocks = model.blocks
-    for module in blocks.modules():  # unfreeze type(LayerNorm) & blocks.*
-        if isinstance(module, nn.LayerNorm):
-            for p in module.parameters():
-                p.requires_grad = True
-    for name, module in model.named_modules():  # unfreeze *.attn.* except match /\.k\./
-        if name.endswith(".attn") or name == "attn":
-            for pname, p in module.named_parameters(prefix=name):
-                if not _K.search(pname):
-                    p.requires_grad = True
-    for name, p in model.named_parameters():  # unfreeze blocks.*.experts.*.w2 & match /…/
-        if _W2.match(name) and _LOW_EXPERT.search(name):
-            p.requires_grad = True
-    for name, p in model.named_parameters():  # unfreeze match /^blocks\.[0-9]*[02468]\.router/
-        if _EVEN_ROUTER.search(name):
-            p.requires_grad = True
-    for block in list(blocks.children())[0:2]:  # freeze blocks.children[0:2]
-        for p in block.parameters():
-            p.requires_grad = False
-    last = list(blocks.children())[-1]  # unfreeze blocks.children[-1] except (w1, w3)
-    for name, p in last.named_parameters(prefix="x"):
-        if not _W13.search(name):
-            p.requires_grad = True
-    for block in blocks:  # freeze blocks.*.experts.children[-1]
-        for p in list(block.experts.children())[-1].parameters():
-            p.requires_grad = False
-    for name, p in model.named_parameters():  # freeze *.norm1 & match /blocks\.3/
-        if ".norm1." in name and _BLOCK3.search(name):
-            p.requires_grad = False
-    for p in model.embed.parameters():  # unfreeze embed
-        p.requires_grad = True
-    for name, p in model.named_parameters():  # freeze match /blocks\.[0-9]*5\.attn\.q/
-        if _Q5.search(name):
-            p.requires_grad = False
+    """The twelve statements of ``MIXED`` as one loop over named_parameters()."""
+    last_block = len(model.blocks) - 1
+    last_expert = f"experts.{len(model.blocks[0].experts) - 1}."
+    for name, p in model.named_parameters():
+        block = _BLOCK.match(name)
+        if block is None:  # freeze all; unfreeze head, norm; unfreeze embed
+            p.requires_grad = name.startswith(("head.", "norm.", "embed."))
+            continue
+        number, rest = block[1], name[block.end() :]
+        trainable = rest.startswith(("norm1.", "norm2."))  # type(LayerNorm) & blocks.*
+        if rest.startswith("attn.") and not rest.startswith("attn.k."):  # *.attn.* except match /\.k\./
+            trainable = True
+        if _LOW_EXPERT_W2.match(rest):  # blocks.*.experts.*.w2 & match /\.experts\.(?:[0-9]|1[0-5])\./
+            trainable = True
+        if rest.startswith("router.") and number[-1] in "02468":  # match /^blocks\.[0-9]*[02468]\.router/
+            trainable = True
+        if int(number) < 2:  # freeze blocks.children[0:2]
+            trainable = False
+        if int(number) == last_block and not _EXPERT_W13.match(rest):  # blocks.children[-1] except (w1, w3)
+            trainable = True
+        if rest.startswith(last_expert):  # freeze blocks.*.experts.children[-1]
+            trainable = False
+        if rest.startswith("norm1.") and "blocks.3" in name:  # freeze *.norm1 & match /blocks\.3/
+            trainable = False
+        if number[-1] == "5" and rest.startswith("attn.q."):  # freeze match /blocks\.[0-9]*5\.attn\.q/
+            trainable = False
+        p.requires_grad = trainable
 
 
 POLICIES = {

@@ -9,9 +9,19 @@ fails as a timeout, never as a flaky timing.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
+import time
+
+import pytest
+from torch import nn
+
+from policyfreeze import resolve
+from policyfreeze.errors import PolicyUsageError
+from policyfreeze.model import manifest as manifests
+from policyfreeze.model import walk as walker
 
 POLICIES = [
     r"freeze match /(a+)+!$/",
@@ -60,3 +70,90 @@ def test_catastrophic_patterns_resolve_and_lint_quickly():
     assert len(counts) == len(POLICIES)
     # The work was done, not skipped: the first pattern does match the long name.
     assert counts[0][0] == 2  # "aaa…a!" and so both its parameters
+
+
+# --- growth between two sizes: models and manifests whose structure is not a plain tree ----------------
+
+
+def cost(run, repeats: int = 3) -> float:
+    """The least CPU time of a few runs (the least is the one least disturbed by the rest of the machine)."""
+    times = []
+    for _ in range(repeats):
+        start = time.process_time()
+        run()
+        times.append(time.process_time() - start)
+    return min(times)
+
+
+def refused(run) -> None:
+    try:
+        run()
+    except PolicyUsageError:
+        return
+    raise AssertionError("not refused")
+
+
+class Pair(nn.Module):
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.a = inner
+        self.b = inner
+
+
+def diamond(depth: int) -> nn.Module:
+    model: nn.Module = nn.Linear(2, 2)
+    for _ in range(depth):
+        model = Pair(model)
+    return model
+
+
+def test_a_model_shared_at_every_level_costs_what_the_limit_allows_not_two_to_the_depth(monkeypatch):
+    """Twice as deep is 2**20 times the names: the walk stops at the same limit either way."""
+    monkeypatch.setattr(walker, "QUICK_WALK_NODES", 20_000)
+    monkeypatch.setattr(walker, "MAX_ALIAS_NODES", 20_000)
+    shallow, deep = diamond(20), diamond(40)
+    ratio = cost(lambda: refused(lambda: walker.walk(deep))) / cost(lambda: refused(lambda: walker.walk(shallow)))
+    assert ratio < 3
+
+
+def test_a_cycle_is_refused_at_once():
+    model = nn.Sequential(nn.Linear(2, 2), nn.Sequential(nn.Linear(2, 2)))
+    model[1].back = model
+    with pytest.raises(PolicyUsageError, match="contains itself"):
+        resolve(model, "freeze all")
+
+
+def shared_twice(leaves: int) -> nn.Module:
+    block = nn.Sequential(*(nn.Sequential(nn.Linear(1, 1, device="meta")) for _ in range(leaves)))
+    model = nn.Module()
+    model.first = block
+    model.second = block
+    return model
+
+
+def test_the_names_of_a_shared_module_cost_time_linear_in_them():
+    small, large = shared_twice(1_000), shared_twice(4_000)
+    assert len(walker.walk(large).tree.names) == 2 * (1 + 4 * 4_000) + 1  # every name of both copies
+    ratio = cost(lambda: walker.walk(large)) / cost(lambda: walker.walk(small))
+    assert ratio < 4 * 2
+
+
+def chain_manifest(depth: int) -> str:
+    modules = [
+        {"name": ".".join(["a"] * i), "classes": ["M"], "children": ["a"] if i < depth else [], "parameters": ["w"]}
+        for i in range(depth + 1)
+    ]
+    parameters = [
+        {"name": ".".join(["a"] * i + ["w"]), "shape": [1], "dtype": "float32", "requires_grad": True}
+        for i in range(depth + 1)
+    ]
+    return json.dumps({"format": "policyfreeze-manifest", "version": 1, "modules": modules, "parameters": parameters})
+
+
+def test_a_manifest_costs_time_linear_in_its_names():
+    """Names of every length up to the depth: the text, and the work, grow with the square of the depth."""
+    small, large = chain_manifest(300), chain_manifest(600)
+    ratio = cost(lambda: manifests.to_tree(manifests.parse(large))) / cost(
+        lambda: manifests.to_tree(manifests.parse(small))
+    )
+    assert ratio < 4 * len(large) / len(small)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import models
@@ -166,7 +167,7 @@ BAD = [
     ('{"format": "other"}', "not a policyfreeze manifest"),
     (_edited("version", 2), "manifest version 2 is newer than this policyfreeze reads (1)"),
     (_edited("modules", KeyError), "invalid manifest at modules: Field required"),
-    (_edited("modules/1/classes", []), "invalid manifest at modules.1.classes"),
+    (_edited("modules/1/classes", KeyError), "invalid manifest at modules.1.classes"),
     (_edited("modules/0/children", ["fc.x"]), "invalid manifest at modules.0.children.0"),
     (_edited("modules/0/children", ["fc", "gone"]), "no module named 'gone'"),
     (_edited("modules/1/parameters", ["bias"]), "no parameter named 'fc.bias'"),
@@ -210,3 +211,127 @@ def test_hostile_manifests_are_usage_errors() -> None:
     for name, text in cases.items():
         with pytest.raises(PolicyUsageError):
             manifests.parse(text, name)
+
+
+def _manifest(modules: list[dict], parameters: list[dict]) -> str:
+    return json.dumps({"format": "policyfreeze-manifest", "version": 1, "modules": modules, "parameters": parameters})
+
+
+def _param(name: str, **more) -> dict:
+    return {"name": name, "shape": [1], "dtype": "float32", "requires_grad": True, **more}
+
+
+NOT_A_TREE = [
+    pytest.param(
+        [{"name": "", "classes": ["M"], "children": ["a", "a"]}, {"name": "a", "classes": ["L"]}],
+        [],
+        "module '' lists 'a' twice",
+        id="child-twice",
+    ),
+    pytest.param(
+        [{"name": "", "classes": ["M"], "children": ["w"], "parameters": ["w"]}, {"name": "w", "classes": ["L"]}],
+        [_param("w")],
+        "module '' lists 'w' twice",
+        id="child-and-parameter",
+    ),
+    pytest.param(
+        [{"name": "", "classes": ["M"]}, {"name": "lost", "classes": ["L"]}],
+        [],
+        "module 'lost' is not reached from the root",
+        id="unreached-module",
+    ),
+    pytest.param(
+        [{"name": "", "classes": ["M"]}],
+        [_param("w")],
+        "parameter 'w' is not reached from the root",
+        id="unreached-parameter",
+    ),
+    pytest.param(
+        [
+            {"name": "", "classes": ["M"], "children": ["a", "b"]},
+            {"name": "b", "classes": ["L"]},
+            {"name": "a", "classes": ["L"]},
+        ],
+        [],
+        "'a' comes before 'b' in named_modules() order, not after it",
+        id="out-of-order",
+    ),
+    pytest.param(
+        [{"name": "", "classes": ["M"], "children": ["a", "b"]}, {"name": "b", "classes": ["L"], "aliases": ["a"]}],
+        [],
+        "'b' is first reached as 'a', which must be its name",
+        id="alias-first",
+    ),
+]
+
+
+@pytest.mark.parametrize(("modules", "parameters", "message"), NOT_A_TREE)
+def test_a_manifest_that_is_not_a_tree_with_one_path_per_name_is_refused(
+    modules, parameters, message, tmp_path, capsys
+):
+    path = tmp_path / "m.json"
+    path.write_text(_manifest(modules, parameters))
+    with pytest.raises(PolicyUsageError, match=re.escape(f"{path}: invalid manifest: {message}")):
+        manifests.to_tree(manifests.load(path))
+    assert main(["lint", str(ROOT / "policies"), "--manifest", str(path)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_repeated_children_are_refused_before_any_walk():
+    """The shape that made a 5 KB manifest walk 2**depth paths: refused in time linear in its size."""
+    depth = 60
+    modules = [{"name": ".".join(["a"] * i), "classes": ["M"], "children": ["a", "a"]} for i in range(depth)]
+    with pytest.raises(PolicyUsageError, match="lists 'a' twice"):
+        manifests.to_tree(manifests.parse(_manifest(modules, [])))
+
+
+SURROGATE = _manifest(
+    [
+        {"name": "", "classes": ["Net"], "children": ["fc"]},
+        {"name": "fc", "classes": ["\ud800Linear"], "parameters": ["w"]},
+    ],
+    [_param("fc.w")],
+)
+
+
+def test_a_lone_surrogate_is_refused_with_where_it_is():
+    assert "\\ud800" in SURROGATE  # json.dumps escapes it, as a hostile file would
+    with pytest.raises(PolicyUsageError, match=r"invalid manifest at modules\.1\.classes\.0: a lone surrogate"):
+        manifests.parse(SURROGATE, "m.json")
+    key = SURROGATE.replace('"classes": ["\\ud800Linear"]', '"\\udc00": 1, "classes": ["Linear"]')
+    with pytest.raises(PolicyUsageError, match=r"invalid manifest at modules\.1\.'\\udc00': a lone surrogate"):
+        manifests.parse(key, "m.json")
+    paired = SURROGATE.replace("\\ud800", "\\ud83d\\ude00")  # an escaped pair is a character: fine
+    assert manifests.parse(paired).modules[1].classes == ["\N{GRINNING FACE}Linear"]
+
+
+@pytest.mark.parametrize("output", ["text", "json", "github", "sarif"])
+def test_a_lone_surrogate_in_a_manifest_is_a_usage_error_in_every_format(output, tmp_path, capsys):
+    path = tmp_path / "m.json"
+    path.write_text(SURROGATE)
+    assert main(["lint", str(ROOT / "policies"), "--manifest", str(path), "--format", output]) == 2
+    assert "lone surrogate" in capsys.readouterr().err
+
+
+def test_a_manifest_is_read_once_and_no_further_than_the_limit(tmp_path, monkeypatch, capsys):
+    assert main(["lint", str(ROOT / "policies"), "--manifest", "/dev/zero"]) == 2
+    assert "larger than the 64 MiB limit for a manifest" in capsys.readouterr().err
+    path = tmp_path / "m.json"
+    path.write_text(_valid_text := json.dumps(_valid()))
+    monkeypatch.setattr(manifests, "MAX_MANIFEST_BYTES", len(_valid_text) - 1)
+    with pytest.raises(PolicyUsageError, match="larger than the 0 MiB limit"):
+        manifests.load(path)
+    monkeypatch.setattr(manifests, "MAX_MANIFEST_BYTES", len(_valid_text))
+    assert manifests.load(path).modules[1].name == "fc"
+
+
+def test_adapter_base_is_written_only_where_true(trees):
+    assert '"adapter_base"' not in manifests.from_tree(trees["resnet18"]).to_json()
+
+
+def test_a_bare_module_has_no_classes_and_round_trips():
+    model = torch.nn.Module()
+    model.fc = torch.nn.Linear(2, 2)
+    tree = ModelTree.from_module(model)
+    assert tree.modules[0].classes == ()
+    assert round_trip(tree) == tree

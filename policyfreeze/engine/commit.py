@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import operator
 import warnings
 from typing import Any
 
@@ -21,18 +23,28 @@ def commit(plan: Plan) -> None:
     """
     live = plan.live_model()
     tensors, flags = live.tensors, plan.param_flags
-    # A flag is a bool: each tensor to change had the opposite of what it gets.
-    to_change = [index for index, tensor in enumerate(tensors) if tensor.requires_grad != flags[index]]
+    # The tensors whose flag differs now (a flag is a bool: each gets the opposite of what it has). A plan
+    # resolved from scratch starts from the flags its walk read, which are the flags now (resolve and
+    # commit run back to back): reading 50,000 flags again would cost as much as setting them.
+    now = (
+        plan.start_flags
+        if plan.start_flags is plan.tree.param_requires_grad
+        else map(operator.attrgetter("requires_grad"), tensors)
+    )
+    to_change = list(itertools.compress(range(len(flags)), map(operator.ne, now, flags)))
+    # Only modules an eval/train statement decided can have a pin to change.
+    decided = itertools.compress(range(len(plan.module_deciders)), map((0).__le__, plan.module_deciders))
     attempted = 0  # counted before each change: one that fails half-way is undone too
     changed_modes = []  # (module id, what restores it): only modules whose pin changes are touched
+    set_flag = set_requires_grad
     try:
         for index in to_change:
             attempted += 1
-            set_requires_grad(tensors[index], flags[index])
+            set_flag(tensors[index], flags[index])
         modules, module_pins = live.modules, plan.module_pins
         unpinned = []
-        for module_id, decider in enumerate(plan.module_deciders):
-            if decider >= 0 and pins.is_pinned(modules[module_id]) != module_pins[module_id]:
+        for module_id in decided:
+            if pins.is_pinned(modules[module_id]) != module_pins[module_id]:
                 changed_modes.append((module_id, pins.snapshot(modules[module_id])))
                 set_pinned(modules[module_id], module_pins[module_id])
                 if not module_pins[module_id]:
@@ -129,7 +141,7 @@ def _describe(exc: BaseException) -> str:
 
 def set_requires_grad(tensor: Any, flag: bool) -> None:
     """The one place a flag changes (tests inject faults here)."""
-    tensor.requires_grad_(flag)
+    tensor.requires_grad = flag
 
 
 def set_pinned(module: Any, flag: bool) -> None:

@@ -35,7 +35,7 @@ from ..language.policy import (
     quote_name,
 )
 from ..language.source import Source
-from ..model.tree import ModelTree, ParamInfo, can_require_grad
+from ..model.tree import ModelTree, ParamInfo
 from ..model.walk import LiveModel, walk
 from . import groups
 from .select import select
@@ -260,9 +260,9 @@ def evaluate(tree: ModelTree, policy: Policy, at: int = 0) -> Plan:
         schedule,
         0,
         list(tree.param_requires_grad),
-        [-1] * len(tree.param_names),
+        [-1] * len(tree.param_requires_grad),
         list(tree.module_pinned),
-        [-1] * len(tree.module_names),
+        [-1] * len(tree.module_pinned),
         tree.param_requires_grad,
         tree.module_pinned,
     )
@@ -342,9 +342,13 @@ def _extend(plan: Plan, statements: tuple[Statement, ...]) -> Plan:
         )
         # The flag each statement sets: unfreeze → trainable, eval → pinned.
         sets = statement.verb in ("unfreeze", "eval")
-        for reached_id in reached:
-            deciders[reached_id] = number
-            flags[reached_id] = sets
+        if isinstance(reached, range):  # contiguous ids: set them in one go
+            deciders[reached.start : reached.stop] = [number] * len(reached)
+            flags[reached.start : reached.stop] = [sets] * len(reached)
+        else:
+            for reached_id in reached:
+                deciders[reached_id] = number
+                flags[reached_id] = sets
         if statement.verb == "unfreeze":
             unfrozen.extend(reached)
         if tied is not None and acts_on_params:
@@ -372,8 +376,9 @@ def _unfrozen_non_float(
     unfrozen = sorted(
         {i for i in reached if param_deciders[i] >= first and statements[param_deciders[i] - first].verb == "unfreeze"}
     )
-    for param_id, dtype in zip(unfrozen, tree.details.param_dtypes_of(unfrozen)):
-        if not can_require_grad(dtype):
+    for param_id, able in zip(unfrozen, tree.details.can_require_grad_of(unfrozen)):
+        if not able:
+            [dtype] = tree.details.param_dtypes_of([param_id])
             statement = statements[param_deciders[param_id] - first]
             yield unfreeze_non_float_error(source, statement, tree.param_names[param_id], dtype)
 

@@ -29,6 +29,8 @@ class ParamInfo:
     dtype: str
     requires_grad: bool
     aliases: tuple[str, ...] = ()
+    #: the frozen base weight of a PEFT adapter (an adapter layer's base layer, a ``modules_to_save`` original)
+    adapter_base: bool = False
 
     @property
     def numel(self) -> int:
@@ -43,8 +45,27 @@ class ParamInfo:
 
 
 def can_require_grad(dtype: str) -> bool:
-    """Whether a tensor of this dtype (``float32``, ``int64``...) can require gradients."""
-    return dtype.startswith(("float", "bfloat", "complex"))
+    """Whether a tensor of this dtype (``float32``, ``int64``...) can require gradients, without torch.
+
+    A live model asks torch (floating point or complex); a manifest's dtype
+    names are looked up in ``NO_GRAD_DTYPES``. A name missing from the table
+    (a dtype newer than it) counts as able to: no false error, and applying
+    to the model itself asks torch.
+    """
+    return dtype not in NO_GRAD_DTYPES
+
+
+#: Every torch dtype that cannot require gradients (neither floating point nor complex), by name;
+#: ``tests/test_walk_dtypes.py`` holds it equal to what torch says of each of its dtypes.
+NO_GRAD_DTYPES = frozenset(
+    {
+        "bool",
+        *(f"int{bits}" for bits in (1, 2, 3, 4, 5, 6, 7, 8, 16, 32, 64)),
+        *(f"uint{bits}" for bits in (1, 2, 3, 4, 5, 6, 7, 8, 16, 32, 64)),
+        *("qint8", "qint32", "quint8", "quint4x2", "quint2x4"),
+        *("bits8", "bits16", "bits1x8", "bits2x4", "bits4x2"),
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -75,6 +96,10 @@ class StoredDetails:
     def param_dtypes_of(self, ids: list[int]) -> list[str]:
         return [self.param_dtypes[i] for i in ids]
 
+    def can_require_grad_of(self, ids: list[int]) -> list[bool]:
+        dtypes = self.param_dtypes
+        return [can_require_grad(dtypes[i]) for i in ids]
+
 
 @dataclass(eq=False)
 class ModelTree:
@@ -97,13 +122,11 @@ class ModelTree:
     #: per slot: the id of its object; None when no object has two names (every slot is its own id)
     param_slot_ids: list[int] | None
     module_slot_ids: list[int] | None
-    #: per parameter id: its first name, its other names, and requires_grad when the tree was built
-    param_names: list[str]
-    param_aliases: list[tuple[str, ...]]
+    #: per parameter id: requires_grad when the tree was built, and whether it is the frozen base of a
+    #: PEFT adapter (``ParamInfo.adapter_base``)
     param_requires_grad: list[bool]
-    #: per module id: its first name, its other names, and whether it carried an eval pin
-    module_names: list[str]
-    module_aliases: list[tuple[str, ...]]
+    param_adapter_base: list[bool]
+    #: per module id: whether it carried an eval pin
     module_pinned: list[bool]
     details: StoredDetails | LiveDetails = field(repr=False)
 
@@ -118,6 +141,28 @@ class ModelTree:
     def _compared(self) -> tuple:
         columns = tuple(getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "details")
         return columns + (self.param_shapes, self.param_dtypes, self.module_classes, self.module_running_stats)
+
+    # Per-object names (from the nodes, on first use) ------------------------
+
+    @functools.cached_property
+    def param_names(self) -> list[str]:
+        """Per parameter id: its first name, as ``named_parameters()`` lists it."""
+        return _first_names(self.names, self.param_nodes, self.param_slot_ids, len(self.param_requires_grad))
+
+    @functools.cached_property
+    def param_aliases(self) -> list[tuple[str, ...]]:
+        """Per parameter id: its other names (a tied tensor's), in node order."""
+        return _other_names(self.names, self.param_nodes, self.param_slot_ids, len(self.param_requires_grad))
+
+    @functools.cached_property
+    def module_names(self) -> list[str]:
+        """Per module id: its first name, as ``named_modules()`` lists it."""
+        return _first_names(self.names, self.module_nodes, self.module_slot_ids, len(self.module_pinned))
+
+    @functools.cached_property
+    def module_aliases(self) -> list[tuple[str, ...]]:
+        """Per module id: its other names (a shared module's), in node order."""
+        return _other_names(self.names, self.module_nodes, self.module_slot_ids, len(self.module_pinned))
 
     # Per-object details -----------------------------------------------------
 
@@ -149,6 +194,7 @@ class ModelTree:
                 self.param_dtypes,
                 self.param_requires_grad,
                 self.param_aliases,
+                self.param_adapter_base,
             )
         )
 
@@ -191,20 +237,19 @@ class ModelTree:
         A module registered twice under one parent is listed once (its second
         registration still has a node and a subtree).
         """
-        is_param, ends = self.is_param, self.ends
-        shared = self.module_slot_ids is not None
+        module_nodes, ends, slot_ids = self.module_nodes, self.ends, self.module_slot_ids
         seen: set[int] = set()
         kids: list[int] = []
-        child, end = node + 1, ends[node]
-        while child < end:
-            if is_param[child]:
-                child += 1
-                continue
-            if not shared or self.ids[child] not in seen:
+        end = ends[node]
+        slot = bisect.bisect_left(module_nodes, node + 1)
+        while slot < len(module_nodes) and module_nodes[slot] < end:
+            child = module_nodes[slot]
+            if slot_ids is None:
                 kids.append(child)
-                if shared:
-                    seen.add(self.ids[child])
-            child = ends[child]
+            elif slot_ids[slot] not in seen:
+                kids.append(child)
+                seen.add(slot_ids[slot])
+            slot = bisect.bisect_left(module_nodes, ends[child], slot + 1)  # past the child's subtree
         return kids
 
     # Queries ----------------------------------------------------------------
@@ -223,8 +268,13 @@ class ModelTree:
 
     @functools.cached_property
     def dotted_name_lines(self) -> NameLines:
-        """``dotted_names`` as one text, for globs."""
-        return NameLines.of(self.dotted_names)
+        """``dotted_names`` as one text, for globs: ``name_lines`` with a dot after each newline."""
+        names, lines = self.names, self.name_lines
+        if not lines.exact or not names or names[0] != "" or names.count("") > 1:
+            return NameLines.of(self.dotted_names)
+        # Line i > 0 gains a dot, so it starts i - 1 bytes later (the end, one per line, likewise).
+        shifts = itertools.chain((0,), range(len(names)))
+        return NameLines(lines.text.replace(b"\n", b"\n."), list(map(operator.add, lines.starts, shifts)), True)
 
     def nodes_named(self, name: str) -> list[int]:
         """Every node called ``name``, ascending.
@@ -256,22 +306,48 @@ class ModelTree:
         groups: dict[tuple[str, ...], list[int]] = {}
         classes = self.module_classes
         slot_ids = self.module_slot_ids
-        for slot, node in enumerate(self.module_nodes):
-            groups.setdefault(classes[slot if slot_ids is None else slot_ids[slot]], []).append(node)
+        for node, names in zip(self.module_nodes, classes if slot_ids is None else map(classes.__getitem__, slot_ids)):
+            groups.setdefault(names, []).append(node)
         return groups
 
     def __len__(self) -> int:
         return len(self.names)
 
-    def param_ids_in(self, intervals: list[tuple[int, int]]) -> list[int]:
+    def param_ids_in(self, intervals: list[tuple[int, int]]) -> list[int] | range:
         """Parameter ids with a node inside the intervals (duplicates possible for aliases)."""
         return _ids_in(self.param_nodes, self.param_slot_ids, intervals)
 
-    def module_ids_in(self, intervals: list[tuple[int, int]]) -> list[int]:
+    def module_ids_in(self, intervals: list[tuple[int, int]]) -> list[int] | range:
         return _ids_in(self.module_nodes, self.module_slot_ids, intervals)
 
 
-def _ids_in(nodes: list[int], slot_ids: list[int] | None, intervals: list[tuple[int, int]]) -> list[int]:
+def _first_names(names: list[str], nodes: list[int], slot_ids: list[int] | None, count: int) -> list[str]:
+    if slot_ids is None:
+        return list(map(names.__getitem__, nodes))
+    first: list[str | None] = [None] * count
+    for node, number in zip(nodes, slot_ids):
+        if first[number] is None:
+            first[number] = names[node]
+    return first  # type: ignore[return-value]  # every id has a slot
+
+
+def _other_names(names: list[str], nodes: list[int], slot_ids: list[int] | None, count: int) -> list[tuple[str, ...]]:
+    if slot_ids is None:
+        return [()] * count
+    others: list[list[str]] = [[] for _ in range(count)]
+    seen = [False] * count
+    for node, number in zip(nodes, slot_ids):
+        if seen[number]:
+            others[number].append(names[node])
+        seen[number] = True
+    return [tuple(more) for more in others]
+
+
+def _ids_in(nodes: list[int], slot_ids: list[int] | None, intervals: list[tuple[int, int]]) -> list[int] | range:
+    """The ids with a node in the intervals: a ``range`` when they are contiguous (one interval, nothing shared)."""
+    if slot_ids is None and len(intervals) == 1:
+        start, end = intervals[0]
+        return range(bisect.bisect_left(nodes, start), bisect.bisect_left(nodes, end))
     out: list[int] = []
     for start, end in intervals:
         first = bisect.bisect_left(nodes, start)
@@ -307,5 +383,5 @@ class NameLines:
             return cls(b"", [0], False)
         # Name i starts after the bytes of every name before it and a newline each.
         lengths = map(len, names if len(text) == len(joined) else map(str.encode, names))
-        starts = list(map(operator.add, itertools.accumulate(lengths, initial=0), range(len(names) + 1)))
+        starts = list(itertools.accumulate(map(operator.add, lengths, itertools.repeat(1)), initial=0))
         return cls(text, starts, joined.count("\n") == len(names) - 1)
