@@ -7,7 +7,6 @@ import shlex
 from pathlib import Path
 
 import pytest
-from adapter_support import until_adapter_aware
 
 from policyfreeze.cli import COMMANDS, main
 from policyfreeze.lint.codes import RULES
@@ -49,7 +48,7 @@ def test_every_code_has_a_section_with_severity_example_and_fix() -> None:
 
 def runs() -> list:
     """The examples as run: the PF209 example needs adapter layers marked in the model tree."""
-    return [pytest.param(*e, marks=until_adapter_aware) if e[0] == "PF209" else e for e in examples()]
+    return examples()
 
 
 @pytest.mark.parametrize(("title", "policy", "command", "expected"), runs(), ids=[e[0] for e in examples()])

@@ -12,9 +12,7 @@ from __future__ import annotations
 import warnings
 
 import pytest
-import torch
 import torchvision
-from adapter_support import until_adapter_aware
 from torch import nn
 
 from policyfreeze import PolicyWarning, apply, resolve
@@ -122,34 +120,25 @@ def test_tied_findings_are_per_stage(gpt2):
 # --- PF209: adapter layers ----------------------------------------------------------------------------
 
 
-class LoraLinear(nn.Module):
-    """Stands in for PEFT's ``lora.Linear`` as the walk names it: the base weights are its own
-    parameters, the adapters sit below (``lora_A.default.weight``)."""
-
-    def __init__(self, size: int) -> None:
+class Block(nn.Module):
+    def __init__(self) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.zeros(size, size), requires_grad=False)
-        self.bias = nn.Parameter(torch.zeros(size), requires_grad=False)
-        self.lora_A = nn.ModuleDict({"default": nn.Linear(size, 2, bias=False)})
-        self.lora_B = nn.ModuleDict({"default": nn.Linear(2, size, bias=False)})
+        self.q_proj = nn.Linear(4, 4)
+        self.k_proj = nn.Linear(4, 4)
 
 
 class Adapted(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(nn.ModuleDict({"q_proj": LoraLinear(4), "k_proj": nn.Linear(4, 4)}) for _ in "ab")
+        self.layers = nn.ModuleList(Block() for _ in "ab")
         self.head = nn.Linear(4, 2)
 
 
-@pytest.fixture
-def adapters_marked(monkeypatch):
-    """The tree marks ``LoraLinear`` modules as adapter layers, as the walk marks PEFT's."""
-    monkeypatch.setattr(
-        ModelTree,
-        "module_adapter",
-        property(lambda tree: [classes[0] == "LoraLinear" for classes in tree.module_classes]),
-        raising=False,
-    )
+def adapted() -> nn.Module:
+    """LoRA on every q_proj (real PEFT): its names are the base model's, plus the adapters'."""
+    from peft import LoraConfig, get_peft_model
+
+    return get_peft_model(Adapted(), LoraConfig(target_modules=["q_proj"], r=2))
 
 
 @pytest.mark.parametrize(
@@ -172,8 +161,8 @@ def adapters_marked(monkeypatch):
         ("freeze *.q_proj", None, None),
     ],
 )
-def test_unfreezing_an_adapter_layer_base_weights_warns(adapters_marked, policy, expected, help):
-    model = Adapted()
+def test_unfreezing_an_adapter_layer_base_weights_warns(policy, expected, help):
+    model = adapted()
     plan = resolve(model, policy)
     found = [(w.message, w.help) for w in plan.warnings if w.code == "PF209"]
     assert found == ([(expected, help)] if expected else [])
@@ -183,9 +172,9 @@ def test_unfreezing_an_adapter_layer_base_weights_warns(adapters_marked, policy,
     )
 
 
-def test_adapter_findings_are_per_stage(adapters_marked):
+def test_adapter_findings_are_per_stage():
     text = "unfreeze all\nat epoch 1 { freeze *.q_proj; unfreeze *.lora_* }"
-    model = Adapted()
+    model = adapted()
     assert codes(resolve(model, text, epoch=0)) == ["PF209"]
     assert codes(resolve(model, text, epoch=1)) == []
     [finding] = [f for f in lint(Source("p.freeze", text), tree_of(model)) if f.code == "PF209"]
@@ -209,7 +198,6 @@ def llama_lora() -> nn.Module:
     return get_peft_model(LlamaForCausalLM(config), LoraConfig(target_modules=["q_proj", "v_proj"], r=2))
 
 
-@until_adapter_aware
 def test_unfreezing_q_proj_on_a_peft_lora_llama_warns(llama_lora):
     plan = resolve(llama_lora, "unfreeze *.q_proj")
     [warning] = [w for w in plan.warnings if w.code == "PF209"]

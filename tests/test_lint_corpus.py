@@ -14,7 +14,6 @@ import re
 from pathlib import Path
 
 import pytest
-from adapter_support import until_adapter_aware
 
 from policyfreeze.cli import main
 from policyfreeze.lint.codes import RULES
@@ -22,7 +21,7 @@ from policyfreeze.lint.codes import RULES
 CORPUS = Path(__file__).parent / "lint_corpus"
 CASES = sorted(CORPUS.glob("*.freeze"))
 #: The cases as run: a PF209 case needs adapter layers marked in the tree.
-RUNS = [pytest.param(p, marks=until_adapter_aware) if p.stem.startswith("pf209") else p for p in CASES]
+RUNS = CASES
 MODEL = re.compile(rb"^# model: (\S+)", re.MULTILINE)
 
 

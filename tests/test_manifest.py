@@ -332,6 +332,6 @@ def test_adapter_base_is_written_only_where_true(trees):
 def test_a_bare_module_has_no_classes_and_round_trips():
     model = torch.nn.Module()
     model.fc = torch.nn.Linear(2, 2)
-    tree = ModelTree.from_module(model)
+    tree = tree_of(model)
     assert tree.modules[0].classes == ()
     assert round_trip(tree) == tree

@@ -25,8 +25,7 @@ from policyfreeze.engine import commit as applier
 from policyfreeze.language.source import Source
 from policyfreeze.lint import lint
 from policyfreeze.model import manifest as manifests
-from policyfreeze.model.tree import ModelTree
-from policyfreeze.model.walk import walk
+from policyfreeze.model.walk import tree_of, walk
 
 LLAMA = {
     "num_hidden_layers": 2,
@@ -114,9 +113,9 @@ def test_every_parameter_has_its_base_model_name(models, name):
 
 
 def test_the_base_model_names_are_all_there(models):
-    base = ModelTree.from_module(llama())
+    base = tree_of(llama())
     for name in ("lora-llama", "ia3-llama", "loha-llama", "lora-llama-modules-to-save"):
-        assert set(base.names) <= set(ModelTree.from_module(models[name]).names), name
+        assert set(base.names) <= set(tree_of(models[name]).names), name
 
 
 def flags(model) -> dict[str, bool]:
@@ -206,7 +205,7 @@ def test_apply_is_all_or_nothing_on_a_peft_model(models, monkeypatch, k):
 
 @pytest.mark.parametrize("name", list(BUILDERS))
 def test_a_peft_manifest_round_trips_and_lints_the_same(models, name):
-    tree = ModelTree.from_module(models[name])
+    tree = tree_of(models[name])
     text = manifests.from_tree(tree, model=name).to_json()
     rebuilt = manifests.to_tree(manifests.parse(text))
     assert rebuilt == tree

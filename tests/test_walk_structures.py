@@ -22,6 +22,7 @@ from policyfreeze.lint import lint
 from policyfreeze.model import manifest as manifests
 from policyfreeze.model import walk as walker
 from policyfreeze.model.tree import NO_GRAD_DTYPES, ModelTree, can_require_grad
+from policyfreeze.model.walk import tree_of
 
 
 class Pair(nn.Module):
@@ -95,7 +96,7 @@ def test_the_quick_and_the_careful_walk_give_the_same_tree(name, monkeypatch):
 
 
 def test_every_name_of_a_shared_module_is_a_node():
-    tree = ModelTree.from_module(shared_subtrees())
+    tree = tree_of(shared_subtrees())
     torch_names = {n for n, _ in shared_subtrees().named_modules(remove_duplicate=False)}
     torch_names |= {n for n, _ in shared_subtrees().named_parameters(remove_duplicate=False)}
     assert set(tree.names) == torch_names
@@ -108,7 +109,7 @@ def test_every_name_of_a_shared_module_is_a_node():
 
 
 def test_a_wrapper_s_other_children_sit_beside_the_wrapped_module_s():
-    tree = ModelTree.from_module(wrapped_with_extras())
+    tree = tree_of(wrapped_with_extras())
     assert [tree.names[n] for n in tree.children_of(0)] == ["0", "1", "2", "3", "extra"]
 
 
@@ -130,7 +131,7 @@ def test_a_wrapper_and_its_module_with_one_name_each_is_refused():
 def test_a_model_that_contains_itself_is_refused(build, message):
     model = models.tiny()
     build(model)
-    for run in (lambda: policyfreeze.resolve(model, "freeze all"), lambda: ModelTree.from_module(model)):
+    for run in (lambda: policyfreeze.resolve(model, "freeze all"), lambda: tree_of(model)):
         with pytest.raises(PolicyUsageError, match=message) as caught:
             run()
         assert "weakref" in caught.value.help
@@ -138,17 +139,17 @@ def test_a_model_that_contains_itself_is_refused(build, message):
 
 def test_a_model_shared_at_every_level_is_refused_past_the_limit():
     with pytest.raises(PolicyUsageError, match="more than 1,000,000 names through shared modules"):
-        ModelTree.from_module(diamond(40))
-    assert len(ModelTree.from_module(diamond(12)).names) == 4 * 2**12 - 1  # every name, below the limit
+        tree_of(diamond(40))
+    assert len(tree_of(diamond(12)).names) == 4 * 2**12 - 1  # every name, below the limit
 
 
 def test_the_walk_needs_no_room_on_the_stack(monkeypatch):
     """Called with the recursion limit nearly reached, the walk still walks (without recursion)."""
     model = chain(50)
-    expected = columns(ModelTree.from_module(model))
+    expected = columns(tree_of(model))
 
     def deep(levels: int) -> tuple:
-        return deep(levels - 1) if levels else columns(ModelTree.from_module(model))
+        return deep(levels - 1) if levels else columns(tree_of(model))
 
     def depth() -> int:
         frame, count = sys._getframe(), 0
@@ -180,7 +181,7 @@ class StrictNorm(nn.BatchNorm1d):
 def test_a_norm_layer_whose_getattr_raises_keyerror_does_not_crash_lint():
     model = nn.Sequential(nn.Linear(2, 2), StrictNorm(2))
     del model[1].__dict__["track_running_stats"]
-    tree = ModelTree.from_module(model)
+    tree = tree_of(model)
     assert [m.running_stats for m in tree.modules] == [False, False, False]
     findings = list(lint(Source("p.freeze", "freeze all\nunfreeze 0\n"), tree))
     assert all(f.code != "PF206" for f in findings)
@@ -199,7 +200,7 @@ def test_unfreezing_asks_torch_whether_the_dtype_can_require_gradients(dtype, er
     model = nn.Module()
     model.table = nn.Parameter(torch.zeros(2, dtype=getattr(torch, dtype), device="meta"), requires_grad=False)
     policy = policyfreeze.parse("unfreeze all")
-    live = ModelTree.from_module(model)
+    live = tree_of(model)
     stored = manifests.to_tree(manifests.parse(manifests.from_tree(live).to_json()))
     for tree in (live, stored):
         found = evaluate(tree, policy).errors

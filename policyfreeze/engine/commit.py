@@ -141,7 +141,7 @@ def _describe(exc: BaseException) -> str:
 
 def set_requires_grad(tensor: Any, flag: bool) -> None:
     """The one place a flag changes (tests inject faults here)."""
-    tensor.requires_grad = flag
+    tensor.requires_grad_(flag)
 
 
 def set_pinned(module: Any, flag: bool) -> None:

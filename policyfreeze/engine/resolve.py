@@ -500,62 +500,56 @@ def _one_sided_tied(plan: Plan) -> Iterator[PolicyError]:
         )
 
 
-def _adapter_layers(tree: ModelTree) -> list[bool]:
-    """Per module id: whether it is an adapter layer (a PEFT tuner layer) whose own parameters are its
-    base layer's weights. Trees from before PEFT-aware walks have no such column: no adapters."""
-    return getattr(tree, "module_adapter", None) or []
-
-
 def _unfrozen_adapter_bases(plan: Plan) -> Iterator[PolicyError]:
-    """PF209: an ``unfreeze`` decides the base weights of adapter layers, which end up trainable."""
+    """PF209: an ``unfreeze`` decides the base weights of adapter layers, which end up trainable.
+
+    A base weight is a parameter the walk marks ``adapter_base``: an adapter layer's own (its base
+    layer's, ``q_proj.weight`` under LoRA) or the original a ``modules_to_save`` copy stands in for.
+    """
     tree = plan.tree
-    adapters = _adapter_layers(tree)
-    if not any(adapters):
+    bases = tree.param_adapter_base
+    if not any(bases):
         return
-    module_ids = tree.module_slot_ids or range(len(tree.module_nodes))
-    by_statement: dict[int, list[int]] = {}  # statement number → adapter module nodes
-    is_param, ids = tree.is_param, tree.ids
-    for node, module_id in zip(tree.module_nodes, module_ids):
-        if not adapters[module_id]:
-            continue
-        below = node + 1
-        while below < len(tree) and is_param[below]:  # the module's own parameters: its base layer's
-            param_id = ids[below]
-            decider = plan.param_deciders[param_id]
-            if plan.param_flags[param_id] and decider >= 0 and _statement(plan, decider).verb == "unfreeze":
-                modules = by_statement.setdefault(decider, [])
-                if not modules or modules[-1] != node:
-                    modules.append(node)
-            below += 1
-    for number, nodes in sorted(by_statement.items()):
+    by_statement: dict[int, list[str]] = {}  # statement number → the layers whose base weights it unfreezes
+    for param_id in itertools.compress(range(len(bases)), bases):
+        decider = plan.param_deciders[param_id]
+        if plan.param_flags[param_id] and decider >= 0 and _statement(plan, decider).verb == "unfreeze":
+            layer = tree.param_names[param_id].rpartition(".")[0]
+            layers = by_statement.setdefault(decider, [])
+            if layer not in layers:
+                layers.append(layer)
+    for number, layers in sorted(by_statement.items()):
         statement = _statement(plan, number)
-        names = [tree.names[n] for n in nodes]
-        layers = "an adapter layer" if len(nodes) == 1 else f"{len(nodes)} adapter layers"
+        what = "an adapter layer" if len(layers) == 1 else f"{len(layers)} adapter layers"
         yield plan.policy.source.error(
             PolicyResolveError,
-            f"'{_text(statement)}' unfreezes the base weights of {layers} ({_listed(names)}): "
+            f"'{_text(statement)}' unfreezes the base weights of {what} ({_listed(layers)}): "
             "the adapters are meant to train in their place",
             statement.span.offset,
             statement.span.end_offset,
             code="PF209",
-            help=_adapter_help(tree, nodes),
+            help=_adapter_help(tree, layers),
         )
 
 
-def _adapter_help(tree: ModelTree, layers: list[int]) -> str:
-    """Select the adapters instead: ``*.q_proj.lora_*`` (``*.lora_*`` across layer names)."""
+def _adapter_help(tree: ModelTree, layers: list[str]) -> str:
+    """Select the adapters instead (``*.q_proj.lora_*``), or leave a ``modules_to_save`` original out."""
+    originals = [layer for layer in layers if layer.rpartition(".")[2] == "original_module"]
+    if originals and len(originals) == len(layers):
+        return f"the modules_to_save copy trains in its place: add 'except {quote_name(originals[0])}'"
     heads = set()  # the first name segment of each adapter parameter below a layer: lora_A, lora_B
     for layer in layers:
-        depth = tree.names[layer].count(".") + 1 if tree.names[layer] else 0
-        for node in range(layer + 1, tree.ends[layer]):
-            segments = tree.names[node].split(".")
-            if tree.is_param[node] and len(segments) > depth + 1:
-                heads.add(segments[depth])
+        for node in tree.nodes_named(layer)[:1]:
+            depth = layer.count(".") + 1 if layer else 0
+            for below in range(node + 1, tree.ends[node]):
+                segments = tree.names[below].split(".")
+                if tree.is_param[below] and len(segments) > depth + 1:
+                    heads.add(segments[depth])
     if not heads:
         return "keep them frozen: the adapter trains in their place"
     common = _common_prefix(sorted(heads))
     adapters = common if len(heads) == 1 else common + "*"
-    locals_ = {tree.names[n].rpartition(".")[2] for n in layers}
+    locals_ = {layer.rpartition(".")[2] for layer in layers}
     glob = f"*.{locals_.pop()}.{adapters}" if len(locals_) == 1 else f"*.{adapters}"
     return f"to train the adapters only, select them: 'unfreeze {glob}'"
 

@@ -112,14 +112,14 @@ def grammar_text() -> str:
 
 
 #: How the parser is built. Positions are read from tokens (transformer.py), not propagated.
-_OPTIONS = {"parser": "lalr", "maybe_placeholders": False}
+_OPTIONS: dict[str, Any] = {"parser": "lalr", "maybe_placeholders": False}
 
 
 @functools.cache
 def parser() -> lark.Lark:
     """The LALR parser: from the cache when it holds this grammar's."""
     text = grammar_text()
-    key = {
+    key: dict[str, Any] = {
         "grammar": hashlib.sha256(text.encode("utf-8")).hexdigest(),
         "options": _OPTIONS,
         "lark": lark.__version__,
@@ -140,7 +140,7 @@ def parser() -> lark.Lark:
     return built
 
 
-def _cached(path: Path, key: dict[str, str]) -> lark.Lark | None:
+def _cached(path: Path, key: dict[str, Any]) -> lark.Lark | None:
     """The parser kept at ``path`` for ``key``, or None when there is none that loads."""
     try:
         entry = json.loads(path.read_bytes(), object_hook=_decoded)

@@ -468,7 +468,7 @@ _INNER_DONE, _WRAPPERS_DONE = "inner", "wrappers"
 
 
 @functools.lru_cache(maxsize=1024)
-def _wrapping(cls: type) -> str | None:
+def _wrapping(cls: Any) -> str | None:
     """How a class wraps: the attribute holding the wrapped module, ``MODULES_TO_SAVE``, or None.
 
     Per class, not per module: a model has few classes and many modules.
@@ -519,7 +519,7 @@ def _unwrap(module: Any, how: str) -> tuple[Any, list[tuple[Any, tuple[str, ...]
             raise PolicyUsageError(f"the model contains itself: {type(inner).__name__} wraps one of its own wrappers")
         levels.append((inner, path))
         inner = target
-        wraps = _wrapping(type(inner))
+        wraps = _wrapping(inner.__class__)
         if wraps is None:
             break
         how = wraps
@@ -637,13 +637,13 @@ def _is_lazy(cls: type) -> bool:
 
 
 @functools.lru_cache(maxsize=64)
-def _is_uninitialized(cls: type) -> bool:
+def _is_uninitialized(cls: Any) -> bool:
     # torch.nn.parameter.UninitializedParameter, a lazy module's parameter before its first forward
     return any(c.__name__ == "UninitializedTensorMixin" for c in cls.__mro__)
 
 
 def _refuse_uninitialized(tensors: list[Any], names: list[str]) -> None:
-    lazy = [name for name, tensor in zip(names, tensors) if _is_uninitialized(type(tensor))]
+    lazy = [name for name, tensor in zip(names, tensors) if _is_uninitialized(tensor.__class__)]
     more = f" (and {len(lazy) - 1} more)" if len(lazy) > 1 else ""
     raise PolicyUsageError(
         f"parameter {lazy[0]}{more} is not initialized yet: a lazy module (nn.LazyLinear...) creates its "
