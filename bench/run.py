@@ -26,6 +26,8 @@ BENCHMARKS = (
     "bench_stages.py",
     "bench_html.py",
     "bench_cache.py",
+    "bench_bounds.py",
+    "bench_resources.py",
 )
 
 
