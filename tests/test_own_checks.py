@@ -1,0 +1,56 @@
+"""The project passes its own checks: every policy file it ships (``policies/``, ``examples/``) is in the
+canonical layout (``fmt --check``) and lints clean with ``--strict`` against each model its header names.
+
+This is what a user's CI runs on their policies (README, "Linting in CI").
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import policy_library
+import pytest
+
+from policyfreeze.cli import main
+from policyfreeze.model.cache import CACHE_DIR_VARIABLE
+
+FILES = policy_library.policy_files()
+
+
+@pytest.fixture(autouse=True)
+def model_cache(monkeypatch):
+    """Overrides conftest's empty cache per test: the library's models are built once per session."""
+    monkeypatch.setenv(CACHE_DIR_VARIABLE, str(policy_library.CACHE_DIR))
+
+
+def files_for(spec: str) -> list[str]:
+    return [str(path) for path in FILES if spec in policy_library.header_specs(path)]
+
+
+def test_the_library_is_not_empty() -> None:
+    assert len(FILES) >= 20
+    assert policy_library.ROOT / "examples" / "gradual-unfreezing.freeze" in FILES
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_file_names_its_model(path: Path) -> None:
+    assert policy_library.header_specs(path), (
+        f"{path}: no '# model: SPEC' header line naming the model the policy is written for"
+    )
+    assert path.read_text(encoding="utf-8").startswith("# model: "), f"{path}: the header comes first"
+
+
+def test_fmt_check_passes(capsys) -> None:
+    status = main(["fmt", "--check", *map(str, FILES)])
+    out, err = capsys.readouterr()
+    assert (status, out, err) == (0, "", f"0 files would be reformatted, {len(FILES)} files already formatted\n")
+
+
+@pytest.mark.parametrize("spec", policy_library.library_specs())
+def test_lint_strict_passes_against_the_named_model(spec: str, capsys) -> None:
+    policy_library.model(spec)  # built once, and cached for the command below
+    files = files_for(spec)
+    status = main(["lint", "--strict", "--model", spec, *files])
+    out, err = capsys.readouterr()
+    count = f"{len(files)} file" + ("" if len(files) == 1 else "s")
+    assert (status, out, err) == (0, f"All checks passed ({count}).\n", "")
