@@ -13,16 +13,14 @@ import os
 import re
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 from unittest import mock
 
-from torch import nn
-
 from policyfreeze import __version__
-from policyfreeze.cli.common import build_model
 from policyfreeze.model import cache
-from policyfreeze.model.loader import parse_spec
-from policyfreeze.model.manifest import from_tree
-from policyfreeze.model.walk import walk
+
+if TYPE_CHECKING:
+    from torch import nn
 
 ROOT = Path(__file__).parent.parent
 LIBRARY = (ROOT / "policies", ROOT / "examples")
@@ -39,7 +37,9 @@ def policy_files() -> list[Path]:
 
 
 def header_specs(path: Path) -> list[str]:
-    """The ``# model: SPEC`` lines of a policy file's header (the comments before its first statement)."""
+    """The ``# model: SPEC`` lines of a policy file's header (the comments before its first statement).
+
+    Reading headers imports no torch."""
     specs = []
     for line in path.read_text(encoding="utf-8").splitlines():
         text = line.strip()
@@ -64,6 +64,11 @@ def model(spec: str) -> nn.Module:
     ``--model SPEC`` and that cache reads it instead of building the model again. Shared: never change
     it; change a ``copy.deepcopy`` (cheap on the meta device).
     """
+    from policyfreeze.cli.common import build_model
+    from policyfreeze.model.loader import parse_spec
+    from policyfreeze.model.manifest import from_tree
+    from policyfreeze.model.walk import walk
+
     built = build_model(spec)
     with mock.patch.dict(os.environ, {cache.CACHE_DIR_VARIABLE: str(CACHE_DIR)}):
         entry = cache.entry(parse_spec(spec), __version__)
