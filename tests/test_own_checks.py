@@ -6,10 +6,12 @@ This is what a user's CI runs on their policies (README, "Linting in CI").
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import policy_library
 import pytest
+import yaml
 
 from policyfreeze.cli import main
 from policyfreeze.model.cache import CACHE_DIR_VARIABLE
@@ -54,3 +56,35 @@ def test_lint_strict_passes_against_the_named_model(spec: str, capsys) -> None:
     out, err = capsys.readouterr()
     count = f"{len(files)} file" + ("" if len(files) == 1 else "s")
     assert (status, out, err) == (0, f"All checks passed ({count}).\n", "")
+
+
+# --- what CI installs ---------------------------------------------------------------------------------------
+
+#: policyfreeze is on no package index: CI installs it from its repository (OWNER and the ref are placeholders)
+INSTALL = 'pip install "policyfreeze @ git+https://github.com/OWNER/policyfreeze@<tag or commit>"'
+
+
+def yaml_blocks(doc: str) -> list:
+    text = (policy_library.ROOT / doc).read_text(encoding="utf-8")
+    return [yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", text, re.DOTALL)]
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/cli.md"])
+def test_ci_snippets_install_from_the_repository(doc: str) -> None:
+    blocks = yaml_blocks(doc)
+    steps = [step for block in blocks if "jobs" in block for job in block["jobs"].values() for step in job["steps"]]
+    assert [step["run"] for step in steps if "pip install" in step.get("run", "")] == [INSTALL]
+    [pre_commit] = [block for block in blocks if "repos" in block]
+    assert [(repo["repo"], repo["rev"]) for repo in pre_commit["repos"]] == [
+        ("https://github.com/OWNER/policyfreeze", "<tag or commit>")
+    ]
+
+
+def test_pre_commit_hooks_install_the_torch_free_core() -> None:
+    """`language: python` hooks get the package's core dependencies and nothing else: they must not need torch."""
+    hooks = yaml.safe_load((policy_library.ROOT / ".pre-commit-hooks.yaml").read_text(encoding="utf-8"))
+    assert {hook["id"] for hook in hooks} == {"policyfreeze-lint", "policyfreeze-fmt"}
+    assert all(hook["language"] == "python" and "additional_dependencies" not in hook for hook in hooks)
+    pyproject = (policy_library.ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    [dependencies] = re.findall(r"^dependencies = \[(.*?)\]", pyproject, re.MULTILINE | re.DOTALL)
+    assert set(re.findall(r'^\s*"([\w-]+)', dependencies, re.MULTILINE)) == {"lark", "pydantic", "google-re2"}
