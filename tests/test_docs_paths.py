@@ -23,7 +23,8 @@ DOCS = sorted(
 )
 TOP_DIRECTORIES = ("policies", "examples", "docs", "tests", "bench", "policyfreeze", "grammar", "fuzz")
 REPOSITORY_PATH = re.compile(rf"(?<![\w/.~-])(?:{'|'.join(TOP_DIRECTORIES)})/[\w./*-]*[\w*]")
-BARE_FILE = re.compile(r"(?<![\w/.~-])[\w-]+\.(?:freeze|py|md|lark|json|yaml|toml)\b")
+#: a file named without its directory (not a call: `BaseFinetuning.freeze(...)` is a method)
+BARE_FILE = re.compile(r"(?<![\w/.~-])[\w-]+\.(?:freeze|py|md|lark|json|yaml|toml)\b(?!\()")
 MARKDOWN_LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
 #: names of the reader's own files
 READERS_FILES = {

@@ -88,3 +88,13 @@ def test_pre_commit_hooks_install_the_torch_free_core() -> None:
     pyproject = (policy_library.ROOT / "pyproject.toml").read_text(encoding="utf-8")
     [dependencies] = re.findall(r"^dependencies = \[(.*?)\]", pyproject, re.MULTILINE | re.DOTALL)
     assert set(re.findall(r'^\s*"([\w-]+)', dependencies, re.MULTILINE)) == {"lark", "pydantic", "google-re2"}
+
+
+def test_the_readme_lists_every_shipped_policy_with_its_models() -> None:
+    readme = (policy_library.ROOT / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `(policies/[\w.-]+\.freeze)` \| (.+?) \| .+ \|$", readme, re.MULTILINE)
+    listed = {path: re.findall(r"`([^`]+)`", models) for path, models in rows}
+    shipped = {
+        f"policies/{path.name}": policy_library.header_specs(path) for path in FILES if path.parent.name == "policies"
+    }
+    assert listed == shipped

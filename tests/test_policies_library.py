@@ -13,20 +13,25 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 
 import policy_library
 import pytest
-import timm.utils.model as timm_model
 import torch
 from adapter_support import until_adapter_aware
 from peft import LoraConfig, get_peft_model
-from peft.tuners.tuners_utils import check_target_module_exists
+from references import (
+    Expected,
+    check_plan,
+    params_of,
+    peft_targets,
+    timm_freeze,
+    timm_frozen_batchnorm,
+    trainable_after,
+)
 from timm.models._manipulate import group_parameters
 from torch import nn
-from torchvision.ops.misc import FrozenBatchNorm2d  # what timm.utils.freeze swaps BatchNorm2d for
 
 import policyfreeze
 
@@ -45,67 +50,20 @@ WHISPER = "hf:whisper:WhisperForConditionalGeneration"
 WAV2VEC2 = "hf:wav2vec2:Wav2Vec2ForCTC"
 
 
-@dataclass(frozen=True)
-class Expected:
-    """What trains (parameter names) and what is pinned in eval mode (module names)."""
-
-    trainable: set[str]
-    pinned: set[str] = field(default_factory=set)
-
-
-def params_of(model: nn.Module, modules: Iterable[nn.Module]) -> set[str]:
-    """The names of the parameters inside ``modules`` (by tensor, so tied names count once, as the plan lists them)."""
-    inside = {id(p) for module in modules for p in module.parameters()}
-    return {name for name, p in model.named_parameters() if id(p) in inside}
-
-
-def trainable_after(model: nn.Module, change: Callable[[nn.Module], object]) -> set[str]:
-    """What trains after ``change`` runs on a copy of the model (the ecosystem's own freezing code)."""
-    changed = copy.deepcopy(model)
-    change(changed)
-    return {name for name, p in changed.named_parameters() if p.requires_grad}
-
-
 # --- references --------------------------------------------------------------------------------------------
 
 
-def timm_freeze(submodules: list[str]) -> Callable[[nn.Module], Expected]:
-    """timm.utils.freeze: the submodules' parameters frozen and their BatchNorm layers swapped for
-    FrozenBatchNorm2d (running statistics fixed), which is what an eval pin does to a BatchNorm layer."""
-
-    def reference(model: nn.Module) -> Expected:
-        if not submodules:  # timm freezes the whole model for an empty list
-            return Expected({name for name, _ in model.named_parameters()})
-        frozen = copy.deepcopy(model)
-        with torch.device("meta"):  # the FrozenBatchNorm2d it makes
-            timm_model.freeze(frozen, submodules)
-        return Expected(
-            {name for name, p in frozen.named_parameters() if p.requires_grad},
-            {name for name, module in frozen.named_modules() if isinstance(module, FrozenBatchNorm2d)},
-        )
-
-    return reference
-
-
-def timm_frozen_batchnorm(model: nn.Module) -> Expected:
-    """timm.utils.freeze_batch_norm_2d: every BatchNorm2d becomes a FrozenBatchNorm2d, whose affine
-    parameters are buffers (they no longer train) and whose statistics are fixed."""
-    frozen = copy.deepcopy(model)
-    with torch.device("meta"):
-        frozen = timm_model.freeze_batch_norm_2d(frozen)
-    return Expected(
-        {name for name, _ in frozen.named_parameters()},
-        {name for name, module in frozen.named_modules() if isinstance(module, FrozenBatchNorm2d)},
-    )
+def frozen_by_timm(submodules: list[str]) -> Callable[[nn.Module], Expected]:
+    return lambda model: timm_freeze(model, submodules)
 
 
 def every_child_but(head: str) -> Callable[[nn.Module], Expected]:
-    return lambda model: timm_freeze([name for name, _ in model.named_children() if name != head])(model)
+    return lambda model: timm_freeze(model, [name for name, _ in model.named_children() if name != head])
 
 
 def first_children(count: int) -> Callable[[nn.Module], Expected]:
     # timm.utils.freeze's own docstring example: freeze(model, [n for n, _ in model.named_children()][:k])
-    return lambda model: timm_freeze([name for name, _ in model.named_children()][:count])(model)
+    return lambda model: timm_freeze(model, [name for name, _ in model.named_children()][:count])
 
 
 def bitfit(model: nn.Module) -> Expected:
@@ -137,12 +95,6 @@ def bert_layernorm_and_bias(model: nn.Module) -> Expected:
     norms = [module for module in model.modules() if isinstance(module, nn.LayerNorm)]
     biases = {name for name, _ in model.named_parameters() if name.endswith(".bias")}
     return Expected(params_of(model, [*norms, model.classifier]) | biases)
-
-
-def peft_targets(model: nn.Module, config: LoraConfig) -> set[str]:
-    """The parameters of the modules PEFT adapts under ``config`` (its own matching rule)."""
-    adapted = [module for name, module in model.named_modules() if check_target_module_exists(config, name)]
-    return params_of(model, adapted)
 
 
 def llama_qv_last_4_layers(model: nn.Module) -> Expected:
@@ -198,9 +150,9 @@ REFERENCES: dict[tuple[str, str], Callable[[nn.Module], Expected]] = {
     ("bitfit.freeze", RESNET): bitfit,
     ("bitfit.freeze", VIT_TORCHVISION): bitfit,
     ("freeze-first-two-children.freeze", RESNET): first_children(2),
-    ("freeze-layer1-layer2.freeze", RESNET): timm_freeze(["layer1", "layer2"]),
+    ("freeze-layer1-layer2.freeze", RESNET): frozen_by_timm(["layer1", "layer2"]),
     ("headline.freeze", RESNET): headline,
-    ("resnet-freeze-stem-and-stages-1-2.freeze", RESNET): timm_freeze(["conv1", "bn1", "layer1", "layer2"]),
+    ("resnet-freeze-stem-and-stages-1-2.freeze", RESNET): frozen_by_timm(["conv1", "bn1", "layer1", "layer2"]),
     ("resnet-frozen-batchnorm.freeze", RESNET): timm_frozen_batchnorm,
     ("bert-classifier-only.freeze", BERT): transformers_head,
     ("bert-freeze-embeddings-and-first-8-layers.freeze", BERT): bert_embeddings_and_first_8_layers,
@@ -230,14 +182,6 @@ def test_every_policy_and_model_has_a_reference() -> None:
     assert named == set(REFERENCES) | scheduled
 
 
-def check_plan(plan: policyfreeze.Plan, model: nn.Module, expected: Expected) -> None:
-    every = [name for name, _ in model.named_parameters()]
-    assert expected.trainable <= set(every)
-    assert plan.requires_grad == {name: name in expected.trainable for name in every}
-    assert {name for name, pinned in plan.pinned.items() if pinned} == expected.pinned
-    assert plan.warnings == ()
-
-
 @pytest.mark.parametrize(("file", "spec"), list(REFERENCES), ids=[f"{f}-{s}" for f, s in REFERENCES])
 def test_policy_does_what_its_ecosystem_does(file: str, spec: str) -> None:
     model = policy_library.model(spec)
@@ -254,7 +198,7 @@ def test_gradual_unfreezing_stage_by_stage(path: Path) -> None:
     for epoch in range(len(order) + 1):
         still_frozen = [name for stage in order[epoch:] for name in stage]
         plan = policyfreeze.resolve(model, path, epoch=epoch)
-        check_plan(plan, model, timm_freeze(still_frozen)(model))
+        check_plan(plan, model, timm_freeze(model, still_frozen))
         for depth, stage in enumerate(order[:epoch], start=1):
             for name in params_of(model, [model.get_submodule(module) for module in stage]):
                 assert plan.decisions[name].options.lr_scale == round(2.6**-depth, 3), name
