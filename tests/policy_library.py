@@ -37,9 +37,8 @@ def policy_files() -> list[Path]:
 
 
 def header_specs(path: Path) -> list[str]:
-    """The ``# model: SPEC`` lines of a policy file's header (the comments before its first statement).
-
-    Reading headers imports no torch."""
+    """The ``# model: SPEC`` lines of a policy file's header (the comments before its first statement);
+    reading them imports no torch."""
     specs = []
     for line in path.read_text(encoding="utf-8").splitlines():
         text = line.strip()
