@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from policy_library import header_specs
 
 from policyfreeze import __version__
 from policyfreeze.cli import COMMANDS, build_parser, main
@@ -73,7 +74,7 @@ EXIT_CASES = [
     (["lint", PROBE, "--model", RESNET, "--manifest", "m.json"], 2),
     (["lint", "-", "-"], 2),
     (["fmt", "--check", CORPUS / "clean.freeze"], 0),
-    (["fmt", "--check", POLICIES / "headline.freeze"], 1),
+    (["fmt", "--check", CORPUS / "noqa.freeze"], 1),  # a selection over two lines
     (["fmt", "--check", CORPUS / "multiple-errors.freeze"], 1),
     (["fmt", "--check", CORPUS / "missing.freeze"], 2),
     (["plan", PROBE, "--model", RESNET], 0),
@@ -490,8 +491,11 @@ def test_parser_builds() -> None:
 # --- every command on every policy in policies/ -------------------------------------------------
 
 
-@pytest.mark.parametrize("path", sorted(POLICIES.glob("*.freeze")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", [p for p in sorted(POLICIES.glob("*.freeze")) if RESNET in header_specs(p)], ids=lambda p: p.name
+)
 def test_every_command_works_on_the_shipped_policies(path: Path, capsys) -> None:
+    """The policies written for resnet18 (the others are checked against their models in test_own_checks.py)."""
     assert run(["lint", path], capsys)[0] == 0
     assert run(["lint", path, "--model", RESNET], capsys)[0] == 0  # warnings and info only
     for fmt in ("text", "json", "markdown", "tree"):

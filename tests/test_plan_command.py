@@ -164,7 +164,7 @@ def test_explain_shows_the_stages_where_the_state_changes(capsys):
     assert out.endswith(
         "  by epoch:\n"
         "       0  all 15 frozen  (line 9 freeze all)\n"
-        "       3  all 15 trainable  (line 15 unfreeze layer2 with lr_scale=0.057)\n"
+        "       3  all 15 trainable  (line 22 unfreeze layer2 with lr_scale=0.057)\n"
     )
 
 

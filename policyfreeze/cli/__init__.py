@@ -1,7 +1,7 @@
 """The ``policyfreeze`` command. Only this package prints or exits.
 
-Exit codes, as ruff: 0 clean, 1 findings or a policy error, 2 usage, I/O or
-internal error.
+Exit codes, as ruff: ``EXIT_CODES`` below (``--help``, README.md and
+docs/cli.md state them in these words).
 
 Each command is a module with ``register(commands)``, which adds its
 subparser (with examples in its help and ``run=`` set), and ``run(args)``;
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from collections.abc import Sequence
 from types import ModuleType
 
@@ -21,6 +22,15 @@ from .. import __version__
 from ..errors import PolicyError, PolicyUsageError, needs_extras
 from . import common, cost, diff, explain, fmt, lint, manifest, plan
 from .common import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE
+
+#: exit status → what it means, for every command
+EXIT_CODES = {
+    EXIT_OK: "clean: no findings, or only warnings and info without --strict",
+    EXIT_FINDINGS: "an error finding (with --strict, a warning too), a policy that does not parse or resolve, "
+    "a file fmt --check would reformat, or policies that differ under diff --exit-code",
+    EXIT_USAGE: "a usage error, a file that cannot be read or written, a model that cannot be built, "
+    "or an internal error",
+}
 
 #: command name → its module, in the order ``--help`` lists them
 COMMANDS: dict[str, ModuleType] = {
@@ -39,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="policyfreeze",
         description="Version-controlled freeze policies for PyTorch fine-tuning.",
         epilog="example:\n  policyfreeze lint policies/ --model torchvision:resnet18\n\n"
-        "'policyfreeze COMMAND --help' describes a command.",
+        + exit_codes_help()
+        + "\n\n'policyfreeze COMMAND --help' describes a command.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"policyfreeze {__version__}")
@@ -48,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     for command in COMMANDS.values():
         command.register(commands)
     return parser
+
+
+def exit_codes_help() -> str:
+    lines = ["exit codes:"]
+    for status, meaning in EXIT_CODES.items():
+        lines += textwrap.wrap(meaning, 76, initial_indent=f"  {status}  ", subsequent_indent="     ")
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
