@@ -7,20 +7,24 @@ Shared by the property tests (``tests/test_fuzz*.py``) and the fuzz harness
 from __future__ import annotations
 
 import functools
+import json
 import re
+from dataclasses import dataclass
 
 import lark
 from hypothesis import strategies as st
 from hypothesis.extra.lark import from_lark
 
-from policyfreeze.engine.resolve import evaluate
-from policyfreeze.errors import PolicyError
+from policyfreeze.engine.resolve import advance, evaluate
+from policyfreeze.errors import MAX_SHOWN_ERRORS, PolicyError, PolicyUsageError
 from policyfreeze.language.fmt import format_source, structure
 from policyfreeze.language.grammar import grammar_text
 from policyfreeze.language.parser import parse_source
 from policyfreeze.language.source import Source
 from policyfreeze.language.vocabulary import KEYWORDS
 from policyfreeze.lint.linter import lint
+from policyfreeze.lint.output import format_text
+from policyfreeze.model import manifest as manifests
 from policyfreeze.model.tree import ModelTree
 from policyfreeze.model.walk import tree_of
 
@@ -332,3 +336,134 @@ def check_location(source: Source, error) -> None:
     assert 1 <= location.column <= len(lines[location.line - 1]) + 1, location
     if location.end_column is not None:
         assert location.end_column >= location.column, location
+
+
+# --- hostile shapes: inputs large in one dimension ---------------------------
+#
+# Each shape is small to describe and large to process; the fuzz harness's
+# ``--shapes`` mode draws them at full scale with a time budget per input,
+# tests/test_fuzz_shapes.py at a small scale. Every one must end with a result
+# or a PolicyError, and every error must stay short however long its line is.
+
+#: The longest rendered error or finding: the snippet shows a window of the line.
+MAX_RENDERED = 2_000
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A policy and the model it is checked against (a manifest's JSON, or None for fuzz_tree())."""
+
+    kind: str
+    policy: str
+    manifest: str | None = None
+
+
+#: Statements for one long line: errors the parser collects, findings lint reports, and valid ones.
+LINE_STATEMENTS = [
+    "freeze children[::0];",
+    "freeze nosuch;",
+    "freeze tiny;",
+    "unfreeze tiny.0;",
+    "freeze match /(/;",
+    "freeze tiny.0 with lr_scale=-1;",
+    "eval type(Nope);",
+    "freeze 'a\x1bb';",
+    "unfreeze all;",
+]
+
+
+@st.composite
+def long_line(draw, scale: int) -> Shape:
+    """One line of many statements, most of them errors or findings."""
+    parts = draw(st.lists(st.sampled_from(LINE_STATEMENTS), min_size=1, max_size=4))
+    repeats = draw(st.integers(1, scale))
+    return Shape("long line", "".join(parts) * repeats + "\n")
+
+
+@st.composite
+def schedule_blocks(draw, scale: int) -> Shape:
+    """``freeze all`` and then one schedule block per milestone."""
+    unit = draw(st.sampled_from(["epoch", "step", "phase"]))
+    bodies = draw(
+        st.lists(st.sampled_from(["unfreeze tiny.0", "freeze tiny", "unfreeze *.head", "eval tied"]), min_size=1)
+    )
+    blocks = draw(st.integers(1, scale))
+    lines = ["freeze all"]
+    lines += [f"at {unit} {i} {{ {bodies[i % len(bodies)]} }}" for i in range(1, blocks + 1)]
+    return Shape("schedule blocks", "\n".join(lines) + "\n")
+
+
+def chain_manifest(depth: int, repeat_at: int | None = None, segment: str = "a") -> str:
+    """A chain of ``depth`` nested Sequentials, each holding a Linear; the one at ``repeat_at`` lists its child twice."""
+    modules, parameters = [], []
+    prefix = ""
+    for level in range(depth + 1):
+        children = ["lin", segment] if level < depth else ["lin"]
+        if level == repeat_at:
+            children.append(segment)
+        modules.append({"name": prefix.rstrip("."), "classes": ["Sequential"], "children": children})
+        modules.append({"name": f"{prefix}lin", "classes": ["Linear"], "parameters": ["weight"]})
+        parameters.append({"name": f"{prefix}lin.weight", "shape": [1, 1], "dtype": "float32", "requires_grad": True})
+        prefix += f"{segment}."
+    return json.dumps({"format": "policyfreeze-manifest", "version": 1, "modules": modules, "parameters": parameters})
+
+
+@st.composite
+def repeated_children(draw, scale: int) -> Shape:
+    """A deep manifest in which one module lists a child name twice: every path doubles below it."""
+    depth = draw(st.integers(1, scale))
+    repeat_at = draw(st.integers(0, depth - 1))
+    return Shape("repeated children", "freeze all\nunfreeze *.lin\n", chain_manifest(depth, repeat_at))
+
+
+@st.composite
+def long_names_and_globs(draw, scale: int) -> Shape:
+    """Long module names against globs and regexes with many wildcards."""
+    depth = draw(st.integers(1, 20))
+    segment = "a" * draw(st.integers(1, 100 * scale // depth))  # the longest name: 100 x scale
+    stars = draw(st.integers(1, 10 * scale))
+    pattern = draw(
+        st.sampled_from(
+            [
+                "*a" * stars + "*b",
+                "*.lin" * min(stars, 50) + "*",
+                "match /" + "(a[^.]*)" * stars + "b/",
+                "match /(a+)+" + "a?" * stars + "b/",
+            ]
+        )
+    )
+    return Shape("long names x long globs", f"freeze {pattern}\n", chain_manifest(depth, segment=segment))
+
+
+def hostile_shapes(scale: int) -> st.SearchStrategy[Shape]:
+    """Every shape, up to ``scale`` (statements per line, blocks, depth; the longest name: 100 x ``scale``)."""
+    return st.one_of(long_line(scale), schedule_blocks(scale), repeated_children(scale), long_names_and_globs(scale))
+
+
+def check_shape(shape: Shape) -> None:
+    """Parse, build the model, resolve every stage, lint: a result or a PolicyError, every message short."""
+    source = Source("<shape>", shape.policy)
+    try:
+        tree = fuzz_tree() if shape.manifest is None else manifests.to_tree(manifests.parse(shape.manifest))
+    except PolicyUsageError as exc:
+        assert shape.kind == "repeated children", exc
+        assert "twice" in str(exc), exc
+        return
+    assert shape.kind != "repeated children", "a manifest with a repeated child name was accepted"
+    try:
+        policy = parse_source(source)
+    except PolicyError as exc:
+        for error in exc.errors:
+            check_location(source, error)
+            assert len(error.render()) <= MAX_RENDERED, len(error.render())
+        assert len(str(exc)) <= (MAX_SHOWN_ERRORS + 1) * MAX_RENDERED
+        return
+    plan = evaluate(tree, policy)
+    for at in (0, *policy.milestones):  # stage by stage, as a Freezer does: each statement once
+        plan = advance(plan, at)
+        for problem in plan.warnings + plan.errors:
+            check_location(source, problem)
+            assert len(problem.render()) <= MAX_RENDERED, len(problem.render())
+    for finding in lint(source, tree):
+        check_location(source, finding)
+        assert len(format_text([finding], files=1)) <= MAX_RENDERED, finding
