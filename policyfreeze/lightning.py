@@ -2,7 +2,7 @@
 
 ::
 
-    trainer = lightning.pytorch.Trainer(callbacks=[FreezePolicyCallback(Path("gradual.freeze"), lr=1e-3)])
+    trainer = lightning.pytorch.Trainer(callbacks=[FreezePolicyCallback(Path("policies/resnet-gradual-unfreezing.freeze"), lr=1e-3)])
 
 The LightningModule stays as it is: ``configure_optimizers`` may return
 ``AdamW(self.parameters())`` or only the trainable ones, with or without an

@@ -2,7 +2,7 @@
 
 ::
 
-    trainer = Trainer(model, args, train_dataset=..., callbacks=[FreezePolicyCallback(Path("gradual.freeze"))])
+    trainer = Trainer(model, args, train_dataset=..., callbacks=[FreezePolicyCallback(Path("examples/bert-gradual-unfreezing.freeze"))])
 
 The Trainer is built as usual, with its own optimizer and LR scheduler. The
 callback applies the policy when the Trainer is made, so the Trainer's

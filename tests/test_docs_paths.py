@@ -19,7 +19,13 @@ from policyfreeze.cli import EXIT_CODES, build_parser
 
 ROOT = Path(__file__).parent.parent
 DOCS = sorted(
-    [ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *(ROOT / "examples").iterdir(), *(ROOT / "policies").iterdir()]
+    [
+        ROOT / "README.md",
+        *(ROOT / "docs").glob("*.md"),
+        *(ROOT / "examples").iterdir(),
+        *(ROOT / "policies").iterdir(),
+        *(ROOT / "policyfreeze").rglob("*.py"),  # docstrings and the commands' help examples
+    ]
 )
 TOP_DIRECTORIES = ("policies", "examples", "docs", "tests", "bench", "policyfreeze", "grammar", "fuzz")
 REPOSITORY_PATH = re.compile(rf"(?<![\w/.~-])(?:{'|'.join(TOP_DIRECTORIES)})/[\w./*-]*[\w*]")

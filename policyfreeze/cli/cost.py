@@ -25,7 +25,7 @@ def register(commands) -> None:
         ),
         examples=[
             "policyfreeze cost policies/resnet18-linear-probe.freeze --model torchvision:resnet18 --input-shape 8,3,224,224",
-            "policyfreeze cost gpt2.freeze --model models.py:gpt2 "
+            "policyfreeze cost policies/bitfit.freeze --model hf:gpt2 "
             "--input 'input_ids:int64[8,128]<50257' --input 'attention_mask:int64[8,128]<2'",
         ],
     )

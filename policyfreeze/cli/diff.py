@@ -22,8 +22,8 @@ def register(commands) -> None:
             "from git. With --exit-code, exit 1 when they differ (as 'git diff --exit-code')."
         ),
         examples=[
-            "policyfreeze diff policies/a.freeze policies/b.freeze --model torchvision:resnet18",
-            "git show main:policies/probe.freeze | policyfreeze diff - policies/probe.freeze --model torchvision:resnet18",
+            "policyfreeze diff policies/resnet18-linear-probe.freeze policies/bitfit.freeze --model torchvision:resnet18",
+            "git show main:policies/bitfit.freeze | policyfreeze diff - policies/bitfit.freeze --model torchvision:resnet18",
             "policyfreeze diff policies/resnet-gradual-unfreezing.freeze policies/resnet18-linear-probe.freeze "
             "--model torchvision:resnet18 --exit-code",
         ],

@@ -34,7 +34,7 @@ def register(commands) -> None:
             "policyfreeze lint policies/ --model torchvision:resnet18 --format sarif > lint.sarif",
             "policyfreeze lint policies/ --manifest resnet18.manifest.json --strict --ignore PF203",
             "policyfreeze lint policies/resnet-gradual-unfreezing.freeze --model torchvision:resnet18 --epoch 2",
-            "git show HEAD:policies/probe.freeze | policyfreeze lint - --stdin-filename policies/probe.freeze",
+            "git show HEAD:policies/bitfit.freeze | policyfreeze lint - --stdin-filename policies/bitfit.freeze",
         ],
     )
     lint.add_argument(

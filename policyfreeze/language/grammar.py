@@ -1,7 +1,7 @@
 """The Lark parser of the language, built from the shipped grammar, and comment handling.
 
 The grammar's one source is the project's ``grammar/policy.lark``; the wheel
-carries a copy as ``policyfreeze/language/grammar.lark``. Building the LALR
+carries a copy beside this module (``language/grammar.lark``). Building the LALR
 tables takes longer than everything else ``policyfreeze lint`` does, so the
 built parser is kept as plain data (JSON, never pickle) in the user's cache
 (``policyfreeze.cache``), keyed by the digest of the grammar and the versions

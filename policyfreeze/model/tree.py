@@ -56,7 +56,7 @@ def can_require_grad(dtype: str) -> bool:
 
 
 #: Every torch dtype that cannot require gradients (neither floating point nor complex), by name;
-#: ``tests/test_walk_dtypes.py`` holds it equal to what torch says of each of its dtypes.
+#: ``tests/test_walk_structures.py`` holds it equal to what torch says of each of its dtypes.
 NO_GRAD_DTYPES = frozenset(
     {
         "bool",

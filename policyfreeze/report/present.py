@@ -96,7 +96,7 @@ def one_line(text: str) -> str:
 
 
 def decided_by(decision: Decision | None) -> str:
-    """``probe.freeze:1 freeze all``; ``-`` when no statement decided."""
+    """``resnet18-linear-probe.freeze:1 freeze all``; ``-`` when no statement decided."""
     return f"{decision.where()} {one_line(decision.text)}" if decision else "-"
 
 

@@ -98,7 +98,7 @@ class Freezer:
 
     ::
 
-        freezer = policyfreeze.Freezer(model, Path("policies/gradual.freeze"), lr=1e-3)
+        freezer = policyfreeze.Freezer(model, Path("policies/resnet-gradual-unfreezing.freeze"), lr=1e-3)
         optimizer = torch.optim.AdamW(freezer.param_groups())
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
         for epoch in range(start, epochs):
