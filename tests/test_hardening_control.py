@@ -27,7 +27,20 @@ def test_model_names_with_control_characters_are_escaped_in_every_text_output(tm
     )
     policy = tmp_path / f"policy{ESC_AND_CR}.freeze"
     policy.write_text("freeze layer\n")
-    for command in (["lint", str(policy), "--model", f"{factory}:build"],):
+    unformatted = tmp_path / f"unformatted{ESC_AND_CR}.freeze"
+    unformatted.write_text("freeze   layer\n")
+    model = ["--model", f"{factory}:build", "--no-cache"]
+    commands = [
+        ["lint", str(policy), *model],
+        *(["plan", str(policy), *model, "--format", form] for form in ("text", "table", "markdown", "tree", "html")),
+        ["explain", str(policy), f"layer{ESC_AND_CR}.weight", *model],
+        ["diff", str(policy), str(unformatted), *model],
+        ["diff", str(policy), str(unformatted), *model, "--format", "markdown"],
+        ["cost", str(policy), *model, "--input-shape", "1,2"],
+        ["fmt", "--diff", str(unformatted)],
+        ["fmt", "--check", str(unformatted)],
+    ]
+    for command in commands:
         main(command)
         captured = capsys.readouterr()
         for stream in (captured.out, captured.err):

@@ -59,16 +59,17 @@ def test_usage_errors_exit_2(capsys):
 
 
 def test_model_from_a_file_and_from_a_module(tmp_path, capsys, monkeypatch):
-    (tmp_path / "mymodels.py").write_text(
+    # A name no other test imports: the module stays in sys.modules after the test.
+    (tmp_path / "plan_command_models.py").write_text(
         "from torch import nn\n\ndef build():\n    return nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 1))\n"
     )
     policy = tmp_path / "p.freeze"
     policy.write_text("freeze 0\n")
     frozen = "  0 (Linear)  6  trainable → frozen  line 1 freeze 0"
-    assert main(["plan", str(policy), "--model", f"{tmp_path / 'mymodels.py'}:build"]) == 0
+    assert main(["plan", str(policy), "--model", f"{tmp_path / 'plan_command_models.py'}:build"]) == 0
     assert frozen in capsys.readouterr().out
     monkeypatch.syspath_prepend(str(tmp_path))
-    assert main(["plan", str(policy), "--model", "mymodels:build"]) == 0
+    assert main(["plan", str(policy), "--model", "plan_command_models:build"]) == 0
     assert frozen in capsys.readouterr().out
 
 

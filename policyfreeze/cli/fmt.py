@@ -63,7 +63,10 @@ def run(args: argparse.Namespace) -> int:
             before = raw.decode("utf-8").splitlines(keepends=True)
             sys.stdout.writelines(
                 difflib.unified_diff(
-                    before, formatted.splitlines(keepends=True), source.name, source.name + " (formatted)"
+                    before,
+                    formatted.splitlines(keepends=True),
+                    printable(source.name),
+                    printable(source.name) + " (formatted)",
                 )
             )
         elif args.check:

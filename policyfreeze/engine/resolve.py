@@ -22,6 +22,7 @@ from ..errors import (
     PolicyError,
     PolicyResolveError,
     PolicyUsageError,
+    printable,
     shorten,
 )
 from ..language.glob import glob_too_costly, has_wildcard
@@ -64,7 +65,7 @@ class Decision:
         )
 
     def where(self) -> str:
-        return f"{self.source}:{self.line}"
+        return f"{printable(self.source)}:{self.line}"
 
     def __str__(self) -> str:
         return f"{self.where()} {self.text}"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..engine.resolve import Decision, Plan, advance
-from ..errors import PolicyError, PolicyUsageError
+from ..errors import PolicyError, PolicyUsageError, printable
 from ..model.tree import ModelTree
 from . import present
 from .present import (
@@ -218,11 +218,15 @@ def format_text(diff: ScheduleDiff | PlanDiff, *, width: int = LINE_WIDTH) -> st
         at, only = diff.stages[0]
         head, totals = _summary(only)
         where = f" at {diff.unit} {at}" if diff.unit else ""
-        return "\n".join([f"{diff.old_name} → {diff.new_name}{where}: {head}", totals, *_body(only, width)])
+        return "\n".join(
+            [f"{printable(diff.old_name)} → {printable(diff.new_name)}{where}: {head}", totals, *_body(only, width)]
+        )
     unit = diff.unit
     differ = diff.differ_at
     same = [at for at, d in diff.stages if not d.differs]
-    lines = [f"{diff.old_name} → {diff.new_name}: compared at {plural(len(diff.stages), 'stage')} by {unit}"]
+    lines = [
+        f"{printable(diff.old_name)} → {printable(diff.new_name)}: compared at {plural(len(diff.stages), 'stage')} by {unit}"
+    ]
     lines.append(
         f"differ at {_points(unit, differ)}" + (f"; the same at {_points(unit, same)}" if same else "")
         if differ

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from ..engine.resolve import Plan
 from ..engine.select import select
-from ..errors import PolicyUsageError
+from ..errors import PolicyUsageError, printable
 from ..language.policy import Statement
 from .present import one_line, plural, shape, statement_cell, tensors_state
 
@@ -157,7 +157,8 @@ def format_explanations(
             lines.append(_step_line(step, e, source))
         if stages:
             lines += _schedule_lines(e, stages)
-        blocks.append("\n".join(lines))
+        # Names come from the model: a control character in one must not reach the terminal raw.
+        blocks.append("\n".join(map(printable, lines)))
     return "\n\n".join(blocks)
 
 

@@ -22,6 +22,7 @@ from collections import Counter
 from html import escape
 from typing import TYPE_CHECKING
 
+from ..errors import printable
 from . import present
 from .render import TreeRow, TreeView
 from .sections import sections
@@ -96,7 +97,7 @@ def render_html(plan: Plan, *, applied: bool = False, fragment: bool = False) ->
     body = _Page(plan, applied).render()
     if fragment:
         return body
-    title = escape(f"policyfreeze: {plan.policy.source.name} on {present.model_class(plan)}")
+    title = escape(f"policyfreeze: {printable(plan.policy.source.name)} on {present.model_class(plan)}")
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
@@ -137,7 +138,7 @@ class _Page:
         if pinned:
             facts.append(f"{present.plural(pinned, 'module')} pinned in eval mode")
         return [
-            f"<h2><code>{escape(plan.policy.source.name)}</code>{escape(present.stage_suffix(plan))} {verb} "
+            f"<h2><code>{escape(printable(plan.policy.source.name))}</code>{escape(present.stage_suffix(plan))} {verb} "
             f"<code>{escape(present.model_class(plan))}</code></h2>",
             f'<p class="pf-muted">{" · ".join(facts)}</p>',
             _bar(self.trainable, self.total, wide=True),

@@ -11,6 +11,8 @@ import re
 from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
 
+from ..errors import printable
+
 if TYPE_CHECKING:
     from ..engine.resolve import Decision, Plan
 
@@ -199,7 +201,8 @@ def fit_columns(
 
 
 def md_code(text: str) -> str:
-    """``text`` as a Markdown code span that survives a table cell."""
+    """``text`` as a Markdown code span that survives a table cell (control characters escaped)."""
+    text = printable(text)
     fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
     padded = f" {text} " if text.startswith("`") or text.endswith("`") else text
     return f"{fence}{padded}{fence}".replace("|", "\\|")

@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..errors import printable
 from . import present
 from .cost import CostReport, InputSpec, measure
 from .present import LINE_WIDTH, align, decided_by, decision_dict, delta, model_class, plural, shape, state
@@ -203,7 +204,7 @@ def format_text(report: Report, *, width: int = LINE_WIDTH, max_lines: int = MAX
     """
     plan = report.plan
     verb = "applied to" if report.applied else "planned for"
-    name = plan.policy.source.name
+    name = printable(plan.policy.source.name)
     rest = (
         f"{present.stage_suffix(plan)} {verb} {model_class(plan)} ({plural(len(plan.tree.params), 'parameter tensor')})"
     )
@@ -311,7 +312,7 @@ def format_table(report: Report) -> str:
     plan = report.plan
     verb = "applied to" if report.applied else "planned for"
     lines = [
-        f"{plan.policy.source.name}{present.stage_suffix(plan)} {verb} {model_class(plan)} "
+        f"{printable(plan.policy.source.name)}{present.stage_suffix(plan)} {verb} {model_class(plan)} "
         f"({plural(len(plan.tree.params), 'parameter tensor')})"
     ]
     changes = report.changes

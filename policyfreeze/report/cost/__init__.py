@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ...errors import PolicyError
+from ...errors import PolicyError, printable
 from .inputs import InputSpec, check_accepted, coerce, parse_shape
 from .step import ADAMW_STATES_PER_ELEMENT, CPU_LIMIT_BYTES, FrozenBackward, StepCost, StepRunner
 
@@ -109,7 +109,7 @@ class CostReport:
         where = "the meta device" if self.device == "meta" else "the CPU"
         per_stage = " per stage" if self.stages else ""
         head = [
-            _fit(f"{_middle(self.policy, 60)} on {self.model}: one training step{per_stage}"),
+            _fit(f"{_middle(printable(self.policy), 60)} on {self.model}: one training step{per_stage}"),
             _fit(f"input {', '.join(map(str, self.inputs))}, run on {where}"),
             "",
         ]
