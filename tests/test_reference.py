@@ -33,7 +33,7 @@ from torch import nn
 
 from policyfreeze import parse
 from policyfreeze.engine.resolve import evaluate
-from policyfreeze.engine.select import _name_matches, _name_matches_one_by_one, _regex_scanner, matches
+from policyfreeze.engine.select import _glob_matches, _name_matches, _name_matches_one_by_one, _regex_scanner, matches
 from policyfreeze.language import regex
 from policyfreeze.language.glob import glob_regex, glob_scanner
 from policyfreeze.language.policy import (
@@ -540,3 +540,16 @@ dotted_locals = st.lists(
 def test_a_plain_name_finds_every_node_of_that_name(locals_by_depth, name):
     tree = tree_with_locals(locals_by_depth)
     assert tree.nodes_named(name) == [node for node, full in enumerate(tree.names) if full == name]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.one_of(trees, dotted_locals.map(tree_with_locals)),
+    glob_patterns | st.sampled_from(["*.w", "a.*.w", "w", "*.b.w", "b.*", "a.b.w.*"]),
+    st.booleans(),
+)
+def test_glob_selection_finds_what_testing_each_name_finds(tree, pattern, below_matches):
+    """Whatever path selection takes (a plain name, candidates by a fixed last segment, a scan)."""
+    ends = None if below_matches else tree.ends
+    expected = _name_matches_one_by_one(tree.dotted_names, glob_regex(pattern).fullmatch, ends)
+    assert _glob_matches(tree, pattern, below_matches=below_matches) == expected

@@ -11,13 +11,14 @@ from __future__ import annotations
 import bisect
 import fnmatch
 import functools
+import heapq
 import itertools
 import re
 
 import re2
 
 from ..language import regex
-from ..language.glob import glob_regex, glob_scanner, has_wildcard
+from ..language.glob import fixed_last_segment, glob_regex, glob_scanner, has_wildcard
 from ..language.policy import (
     AllSelector,
     ChildrenSelector,
@@ -75,9 +76,29 @@ def _glob_matches(tree: ModelTree, pattern: str, *, below_matches: bool) -> list
     if not has_wildcard(pattern):
         return tree.nodes_named(pattern)  # a plain name: no scan of every name
     ends = None if below_matches else tree.ends
+    last = fixed_last_segment(pattern)
+    if last is not None:
+        return _candidate_matches(tree, tree.nodes_ending_in(last), glob_regex(pattern).fullmatch, ends)
     return _name_matches(
         tree.dotted_names, tree.dotted_name_lines, glob_scanner(pattern), glob_regex(pattern).fullmatch, ends
     )
+
+
+def _candidate_matches(tree: ModelTree, candidates: list[int], test, ends: list[int] | None) -> list[int]:
+    """The ``candidates`` (ascending) whose dotted name passes ``test``; with ``ends``, none inside a found one.
+
+    A scan would find the same nodes, at a cost per match that dwarfs one
+    ``test`` of a name known to end right.
+    """
+    names = tree.names
+    found: list[int] = []
+    resume = 0
+    for node in candidates:
+        if node >= resume and test("." + names[node]):
+            found.append(node)
+            if ends is not None:
+                resume = ends[node]
+    return found
 
 
 def _name_matches(names: list[str], lines: NameLines, scanner, test, ends: list[int] | None) -> list[int]:
@@ -166,17 +187,23 @@ def _match_children(tree: ModelTree, selector: ChildrenSelector) -> list[int]:
 
 
 def closure(tree: ModelTree, nodes: list[int]) -> Intervals:
-    """Close ascending ``nodes`` downward: the union of their subtrees."""
+    """Close ascending ``nodes`` downward: the union of their subtrees, adjacent ones joined."""
     out: Intervals = []
     ends = tree.ends
+    taken = -1  # one past the last subtree taken
     for node in nodes:
-        if out and node < out[-1][1]:
+        if node < taken:
             continue  # inside a subtree already taken
-        out.append((node, ends[node]))
-    return _coalesce(out)
+        end = ends[node]
+        if node == taken:
+            out[-1] = (out[-1][0], end)
+        else:
+            out.append((node, end))
+        taken = end
+    return out
 
 
-def _coalesce(intervals: Intervals) -> Intervals:
+def _coalesce(intervals: Iterable[tuple[int, int]]) -> Intervals:
     out: Intervals = []
     for start, end in intervals:
         if out and start <= out[-1][1]:
@@ -192,7 +219,7 @@ def union(a: Intervals, b: Intervals) -> Intervals:
         return b
     if not b:
         return a
-    return _coalesce(sorted(a + b))
+    return _coalesce(heapq.merge(a, b))
 
 
 def intersection(a: Intervals, b: Intervals) -> Intervals:

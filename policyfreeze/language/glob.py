@@ -142,6 +142,18 @@ def _is_literal(segment: tuple[Token, ...]) -> bool:
     return all(isinstance(token, Literal) for token in segment)
 
 
+def fixed_last_segment(pattern: str) -> str | None:
+    """The glob's last segment when it is plain text (``w2`` in ``blocks.*.w2``), else None.
+
+    Every name the glob matches then ends in that segment, which a lookup finds
+    without testing every name.
+    """
+    last = segments(pattern)[-1]
+    if last is None or not _is_literal(last):
+        return None
+    return "".join(token.text for token in last if isinstance(token, Literal))
+
+
 def glob_too_costly(pattern: str) -> str | None:
     """Why matching a glob could cost too much, with the limit; None for a glob within it (or a plain name)."""
     if not has_wildcard(pattern):

@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import itertools
 import operator
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -299,6 +300,27 @@ class ModelTree:
                     parents.append(child)
                 child = ends[child]
         return sorted(found)
+
+    def nodes_ending_in(self, segment: str) -> list[int]:
+        """Every node whose last segment is ``segment`` (``w2``: ``w2``, ``blocks.0.w2``...), ascending."""
+        lines = self.name_lines
+        if not lines.exact:
+            suffix = "." + segment
+            return [node for node, name in enumerate(self.names) if name == segment or name.endswith(suffix)]
+        # A literal-led pattern: re finds the candidates at C speed, far faster than a test per name.
+        dotted = re.compile(re.escape(("." + segment).encode()) + rb"$", re.MULTILINE)
+        starts = lines.starts
+        found = [bisect.bisect_right(starts, match.start()) - 1 for match in dotted.finditer(lines.text)]
+        top = [node for node in self._top_nodes() if self.names[node] == segment]  # names without a dot
+        return sorted(found + top) if top else found
+
+    def _top_nodes(self) -> list[int]:
+        """The root's child nodes, modules and parameters."""
+        ends, node, top = self.ends, 1, []
+        while node < len(ends):
+            top.append(node)
+            node = ends[node]
+        return top
 
     @functools.cached_property
     def module_nodes_by_classes(self) -> dict[tuple[str, ...], list[int]]:
