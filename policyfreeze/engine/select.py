@@ -14,6 +14,7 @@ import functools
 import heapq
 import itertools
 import re
+from collections.abc import Iterable
 
 import re2
 
