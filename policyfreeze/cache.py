@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -27,6 +28,33 @@ def directory() -> Path | None:
         return Path.home() / ".cache" / "policyfreeze"
     except RuntimeError:
         return None
+
+
+#: No entry is larger than this (the largest manifest a command accepts); a larger file is not ours.
+MAX_ENTRY_BYTES = 64 * 1024 * 1024
+
+
+def read_entry(path: Path) -> bytes | None:
+    """An entry's bytes, or None when it is absent, unreadable, too large or not a regular file.
+
+    Opened without blocking, so a FIFO or a device planted at the path is passed
+    over rather than waited on or read without end.
+    """
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        status = os.fstat(descriptor)
+        if not stat.S_ISREG(status.st_mode) or status.st_size > MAX_ENTRY_BYTES:
+            return None
+        with os.fdopen(descriptor, "rb", closefd=False) as file:
+            data = file.read(MAX_ENTRY_BYTES + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(descriptor)
+    return data if len(data) <= MAX_ENTRY_BYTES else None
 
 
 def write_atomically(path: Path, data: bytes) -> None:

@@ -18,6 +18,7 @@ import transformers
 from policyfreeze import __version__
 from policyfreeze import cache as user_cache
 from policyfreeze.cli import main
+from policyfreeze.language import grammar
 from policyfreeze.model import cache
 from policyfreeze.model.loader import parse_spec
 from policyfreeze.model.manifest import parse
@@ -192,6 +193,27 @@ def test_an_unusable_entry_or_cache_directory_is_never_an_error(
     (tmp_path / "a-file").write_text("")
     monkeypatch.setenv(user_cache.CACHE_DIR_VARIABLE, str(tmp_path / "a-file" / "cache"))  # cannot be created
     assert run(argv, capsys) == expected
+
+
+@pytest.mark.parametrize("planted", ["fifo", "oversized"])
+def test_a_planted_fifo_or_an_oversized_entry_is_passed_over(planted: str, tmp_path: Path) -> None:
+    """Neither waits for a writer nor reads without end: the entry is treated as absent."""
+    path = tmp_path / "entry.json"
+    if planted == "fifo":
+        os.mkfifo(path)
+    else:
+        with open(path, "wb") as file:
+            file.truncate(user_cache.MAX_ENTRY_BYTES + 1)  # sparse: no disk used
+    assert user_cache.read_entry(path) is None
+    path.unlink()
+    path.write_bytes(b"{}")
+    assert user_cache.read_entry(path) == b"{}"
+
+
+def test_the_parser_cache_passes_over_a_planted_fifo(tmp_path: Path) -> None:
+    path = tmp_path / "parser.json"
+    os.mkfifo(path)
+    assert grammar._cached(path, {}) is None
 
 
 # --- the key ------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The Lark parser of the language, built from the shipped grammar, and comment handling.
 
 The grammar's one source is the project's ``grammar/policy.lark``; the wheel
-carries a copy beside this module (``language/grammar.lark``). Building the LALR
+carries a copy of it beside this module, as package data. Building the LALR
 tables takes longer than everything else ``policyfreeze lint`` does, so the
 built parser is kept as plain data (JSON, never pickle) in the user's cache
 (``policyfreeze.cache``), keyed by the digest of the grammar and the versions
@@ -143,7 +143,10 @@ def parser() -> lark.Lark:
 def _cached(path: Path, key: dict[str, Any]) -> lark.Lark | None:
     """The parser kept at ``path`` for ``key``, or None when there is none that loads."""
     try:
-        entry = json.loads(path.read_bytes(), object_hook=_decoded)
+        data = user_cache.read_entry(path)
+        if data is None:
+            return None
+        entry = json.loads(data, object_hook=_decoded)
         if entry["key"] != key:
             return None
         return lark.Lark._load_from_dict(entry["data"], entry["memo"], postlex=_Postlexer())

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..cache import directory, write_atomically
+from ..cache import directory, read_entry, write_atomically
 from .loader import ModelSpec
 from .manifest import Manifest, parse, to_tree
 from .tree import ModelTree
@@ -83,13 +83,11 @@ def entry(spec: ModelSpec, project_version: str) -> Entry | None:
 
 def read(cached: Entry) -> tuple[Manifest, ModelTree] | None:
     """The cached manifest and its tree, or None when there is none or it cannot be trusted."""
-    try:
-        with open(cached.path, encoding="utf-8") as file:
-            header = file.readline()
-            text = file.read()
-    except (OSError, UnicodeDecodeError):
+    data = read_entry(cached.path)
+    if data is None:
         return None
     try:
+        header, _, text = data.decode("utf-8").partition("\n")
         if json.loads(header) != cached.header:
             return None  # another key whose digest collides, or another format
         manifest = parse(text, str(cached.path))
