@@ -458,8 +458,10 @@ class _TiedNames:
 
 
 def _one_sided_tied(plan: Plan) -> Iterator[PolicyError]:
-    """PF208: the statement deciding a tied tensor reaches it through some names, and no statement selects
-    another of them (a statement that does is PF204's business when it disagrees)."""
+    """PF208: the statement deciding a tied tensor reaches it through some names while another lies outside
+    its selection, selected by no statement or last by one that sets the other flag (``freeze all;
+    unfreeze lm_head`` unfreezes ``transformer.wte.weight``). A name last selected the same way is
+    deliberate."""
     tree = plan.tree
     if not plan.tied_deciders:
         return
@@ -472,8 +474,13 @@ def _one_sided_tied(plan: Plan) -> Iterator[PolicyError]:
         decider = plan.param_deciders[param_id]
         if decider < 0:
             continue
+        deciding_verb = _statement(plan, decider).verb
         selected = [n for n in nodes if plan.tied_deciders.get(n) == decider]
-        left_out = [n for n in nodes if n not in plan.tied_deciders]
+        left_out = [
+            n
+            for n in nodes
+            if n not in plan.tied_deciders or _statement(plan, plan.tied_deciders[n]).verb != deciding_verb
+        ]
         if selected and left_out:
             via = tree.names[selected[0]]
             by_statement.setdefault(decider, []).extend((tree.names[n], via) for n in left_out)
