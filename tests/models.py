@@ -1,7 +1,8 @@
 """Small models with the structures the language must handle exactly.
 
 Each factory returns a fresh model with every parameter trainable unless the
-structure itself needs otherwise (``intparam``).
+structure itself needs otherwise (``intparam``; ``lora``, whose base weights
+PEFT freezes).
 """
 
 import torch
@@ -93,6 +94,29 @@ def intparam() -> nn.Module:
     return IntParam()
 
 
+def wide() -> nn.Module:
+    """Twelve children, so index 10 exists; the last is a Sequential of four (a ReLU second)."""
+    torch.manual_seed(0)
+    last = nn.Sequential(nn.Linear(1, 1), nn.ReLU(), nn.Linear(1, 1), nn.Linear(1, 1))
+    return nn.Sequential(*(nn.Linear(1, 1) for _ in range(11)), last)
+
+
+class Projections(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.q_proj = nn.Linear(4, 4)
+        self.v_proj = nn.Linear(4, 4)
+        self.head = nn.Linear(4, 2)
+
+
+def lora() -> nn.Module:
+    """Real PEFT LoRA on q_proj: as PEFT builds it, only the adapters are trainable."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    return get_peft_model(Projections(), LoraConfig(target_modules=["q_proj"], r=2))
+
+
 FACTORIES = {
     "tiny": tiny,
     "tied": tied,
@@ -100,5 +124,7 @@ FACTORIES = {
     "keywords": keywords,
     "mro": mro,
     "intparam": intparam,
+    "wide": wide,
+    "lora": lora,
     "resnet18": lambda: torchvision.models.resnet18(weights=None),
 }

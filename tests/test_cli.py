@@ -180,8 +180,9 @@ def test_lint_json_document(capsys) -> None:
 def test_lint_github_annotations(capsys) -> None:
     status, out, _ = run(["lint", CORPUS / "pf204-tied.freeze", "--model", TIED, "--format", "github"], capsys)
     assert status == 0
-    [line] = out.splitlines()
-    assert line.startswith(f"::warning file={CORPUS / 'pf204-tied.freeze'},line=2,col=1,endColumn=11,title=PF204")
+    conflict, deciding = out.splitlines()
+    assert conflict.startswith(f"::warning file={CORPUS / 'pf204-tied.freeze'},line=2,col=1,endColumn=11,title=PF204")
+    assert deciding.startswith(f"::warning file={CORPUS / 'pf204-tied.freeze'},line=3,col=1,endColumn=15,title=PF208")
     status, out, _ = run(["lint", CORPUS / "clean.freeze", "--format", "github"], capsys)
     assert (status, out) == (0, "")
 

@@ -1,10 +1,12 @@
 """The language conformance suite: every case in tests/conformance/*.json.
 
-Each case names a model (tests/models.py), a policy, and either the expected
-final state of *every* parameter with the statement that decided it, or the
-expected error (code, line, column). Statement numbers count the statements in
-force, 1-based; "rest" stands for every parameter no other entry lists and
-"frozen" for the case's expected frozen set.
+Each case names a model (tests/models.py), a policy, optionally the stage
+("epoch", "step" or "phase"), and either the expected final state of *every*
+parameter with the statement that decided it, or the expected error (code,
+line, column). Statement numbers count the statements in force, 1-based;
+"rest" stands for every parameter no other entry lists and "frozen" for the
+case's expected frozen set. Parameters are named as the spec names them: on
+a PEFT model, without the wrapper's prefix and the ``base_layer.`` segment.
 """
 
 import json
@@ -32,14 +34,27 @@ def _cases():
 
 def _fresh_model(case):
     model = FACTORIES[case["model"]]()
-    params = dict(model.named_parameters())
+    params = dict(zip(_names(model), model.parameters()))
     for name in case.get("initially_frozen", []):
         params[name].requires_grad_(False)
     return model
 
 
 def _stage(case):
-    return {key: case[key] for key in ("epoch", "step") if key in case}
+    return {key: case[key] for key in ("epoch", "step", "phase") if key in case}
+
+
+def _names(model) -> list[str]:
+    """``named_parameters()``'s names as the spec (§6.5) has them: a PeftModel's ``base_model.model.``
+    prefix and its adapter layers' ``base_layer.`` segment are part of no name."""
+    names = [name for name, _ in model.named_parameters()]
+    if not type(model).__module__.startswith("peft."):
+        return names
+    return [name.removeprefix("base_model.model.").replace(".base_layer.", ".") for name in names]
+
+
+def _flags(model) -> dict[str, bool]:
+    return {name: p.requires_grad for name, p in zip(_names(model), model.parameters())}
 
 
 def _expected_frozen(case, names):
@@ -74,7 +89,7 @@ def _expected_deciders(case, names, frozen):
 @pytest.mark.parametrize("case", _cases())
 def test_conformance(case):
     model = _fresh_model(case)
-    before = {n: p.requires_grad for n, p in model.named_parameters()}
+    before = _flags(model)
 
     if "error" in case:
         expected = case["error"]
@@ -86,15 +101,15 @@ def test_conformance(case):
             assert error.help == expected["help"]
         with pytest.raises(PolicyError):
             policyfreeze.apply(model, case["policy"], **_stage(case))
-        assert {n: p.requires_grad for n, p in model.named_parameters()} == before
+        assert _flags(model) == before
         return
 
     plan = policyfreeze.resolve(model, case["policy"], **_stage(case))
-    names = [n for n, _ in model.named_parameters()]
+    names = _names(model)
     frozen = _expected_frozen(case, names)
     assert list(plan.requires_grad) == names
     assert plan.requires_grad == {n: n not in frozen for n in names}
-    assert {n: p.requires_grad for n, p in model.named_parameters()} == before, "resolve must not mutate"
+    assert _flags(model) == before, "resolve must not mutate"
 
     statements = plan.policy.stage(plan.at)
     ordinal = {(s.span.line, s.span.column): i for i, s in enumerate(statements, start=1)}
@@ -109,4 +124,4 @@ def test_conformance(case):
         with warnings.catch_warnings(record=True):
             warnings.simplefilter("always")
             policyfreeze.apply(model, case["policy"])
-        assert {n: p.requires_grad for n, p in model.named_parameters()} == plan.requires_grad
+        assert _flags(model) == plan.requires_grad

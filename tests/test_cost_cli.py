@@ -145,6 +145,23 @@ def test_bad_inputs(capsys):
     check_golden("bad-inputs.txt", "\n".join(lines))
 
 
+@pytest.mark.parametrize(
+    "inputs",
+    [
+        "--input 'input_ids:int64[2,16]<1001'",  # runs on the meta device, where a lookup never fails
+        "--input 'input_ids:int64[2,16]<1001' --input 'attention_mask:int64[2,16]<2'",  # the mask moves it to the CPU
+    ],
+)
+def test_token_ids_past_the_vocabulary_are_refused(capsys, inputs):
+    code, out, err = run(capsys, f"cost - --model {MODELS}:tiny_gpt2 {inputs}", "freeze transformer.h.0\n")
+    assert (code, out) == (2, "")
+    assert err == (
+        "policyfreeze: error: input input_ids:int64[2,16]<1001: values up to 1000 index the embedding "
+        "'transformer.wte' (Embedding), which has 1000 rows (0..999)\n"
+        "  = help: bound the values by its size: input_ids:int64[2,16]<1000\n"
+    )
+
+
 def test_an_input_the_model_does_not_name(capsys):
     code, _, err = run(capsys, f"cost - --model {MODELS}:tiny_gpt2 --input 'input_id:int64[2,16]<1000'", "freeze all\n")
     assert code == 2

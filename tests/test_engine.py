@@ -343,3 +343,112 @@ def test_advancing_a_plan_stage_by_stage_equals_resolving_each_stage(text):
 def test_a_glob_that_selects_nothing_gets_help_that_points_the_right_way(policy, help_text):
     plan = policyfreeze.resolve(torchvision.models.resnet18(), policy)
     assert [w.help for w in plan.warnings if w.code == "PF201"] == [help_text]
+
+
+RESNET_RANGE = "drop it from the list; indices run 0..9, or -10..-1 from the end"
+BLOCK_RANGE = "drop it from the list; indices run 0..1, or -2..-1 from the end"
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [
+        (
+            "freeze children[0, 10]",
+            [("'children[0, 10]': index 10 selects nothing: the model (ResNet) has 10 children (0..9)", RESNET_RANGE)],
+        ),
+        (
+            "freeze children[10, 0, -11, 20:, 8:]",
+            [
+                (
+                    "'children[10, 0, -11, 20:, 8:]': index 10 selects nothing: the model (ResNet) has 10 children (0..9)",
+                    RESNET_RANGE,
+                ),
+                (
+                    "'children[10, 0, -11, 20:, 8:]': index -11 selects nothing: the model (ResNet) has 10 children (0..9)",
+                    RESNET_RANGE,
+                ),
+                (
+                    "'children[10, 0, -11, 20:, 8:]': slice '20:' selects nothing: the model (ResNet) has 10 children (0..9)",
+                    RESNET_RANGE,
+                ),
+            ],
+        ),
+        (
+            "eval layer4.children[0, 2:]",  # a statement on modules
+            [("'layer4.children[0, 2:]': slice '2:' selects nothing: 'layer4' has 2 children (0..1)", BLOCK_RANGE)],
+        ),
+        (
+            "freeze layer*.children[1, 2]",
+            [
+                (
+                    "'layer*.children[1, 2]': index 2 selects nothing: "
+                    "the 4 modules 'layer*' matches have at most 2 children (0..1)",
+                    BLOCK_RANGE,
+                )
+            ],
+        ),
+        ("freeze children[0, 3]", []),  # 3 is maxpool: a child without parameters is still a child
+        ("freeze children[0, -10, 9:20]", []),
+        # When the whole statement selects nothing, its one PF201 names the item.
+        (
+            "freeze children[10]",
+            [
+                (
+                    "'freeze children[10]' selects no parameters in this model",
+                    "index 10 selects nothing: the model (ResNet) has 10 children (0..9)",
+                )
+            ],
+        ),
+        (
+            "freeze children[2, 10]",  # relu has no parameters
+            [
+                (
+                    "'freeze children[2, 10]' selects no parameters in this model",
+                    "index 10 selects nothing: the model (ResNet) has 10 children (0..9)",
+                )
+            ],
+        ),
+    ],
+)
+def test_an_index_list_item_that_selects_nothing_is_named(policy, expected):
+    from policyfreeze.language.source import Source
+    from policyfreeze.lint import lint
+    from policyfreeze.model import manifest
+    from policyfreeze.model.walk import tree_of
+
+    model = resnet18()
+    plan = policyfreeze.resolve(model, policy)
+    assert [(w.message, w.help) for w in plan.warnings if w.code == "PF201"] == expected
+    assert {w.line for w in plan.warnings} <= {1}
+    tree = tree_of(model)
+    from_manifest = manifest.to_tree(manifest.parse(manifest.from_tree(tree).to_json()))
+    for linted in (tree, from_manifest):
+        found = [(f.message, f.help) for f in lint(Source("p.freeze", policy), linted) if f.code == "PF201"]
+        assert sorted(found) == sorted(expected)  # lint orders one statement's findings by message
+
+
+def test_an_index_past_the_last_layer_of_a_llama_fails_strict_lint(tmp_path, capsys):
+    """PEFT's layers_to_transform=[0, 40] on a two-layer Llama: with the model and with its manifest."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from policyfreeze.cli import main
+    from policyfreeze.model import manifest
+    from policyfreeze.model.walk import tree_of
+
+    config = LlamaConfig(
+        num_hidden_layers=2, hidden_size=16, intermediate_size=32, num_attention_heads=2, vocab_size=64
+    )
+    tree = tree_of(LlamaForCausalLM(config))
+    (tmp_path / "llama.manifest.json").write_text(manifest.from_tree(tree).to_json(), encoding="utf-8")
+    (tmp_path / "p.freeze").write_text("freeze all\nunfreeze model.layers.children[0, 40] & *.q_proj\n")
+    assert (
+        main(["lint", "--strict", str(tmp_path / "p.freeze"), "--manifest", str(tmp_path / "llama.manifest.json")]) == 1
+    )
+    out = capsys.readouterr().out
+    assert (
+        "p.freeze:2:1: PF201 'model.layers.children[0, 40]': index 40 selects nothing: "
+        "'model.layers' has 2 children (0..1)\n"
+    ) in out
+    plan = policyfreeze.resolve(LlamaForCausalLM(config), tmp_path / "p.freeze")
+    assert [w.code for w in plan.warnings] == ["PF201"]
+    assert plan.trainable == ["model.layers.0.self_attn.q_proj.weight"]

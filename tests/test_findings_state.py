@@ -1,7 +1,7 @@
 """The stage's findings the resolver reports for apply, the Freezer, plan and lint alike.
 
 PF205 (nothing left to train), PF208 (a tied tensor decided through one of its
-names while another is selected by no statement) and PF209 (an ``unfreeze``
+names while another lies outside the deciding statement's selection) and PF209 (an ``unfreeze``
 trains an adapter layer's base weights): each is in ``plan.warnings`` at every
 stage it holds in, warned by ``apply`` before anything changes, and a lint
 finding with a model or a manifest.
@@ -87,7 +87,16 @@ def gpt2() -> nn.Module:
             "unfreeze lm_head",
             "'unfreeze lm_head' also unfreezes 'transformer.wte.weight': it is the same tensor as 'lm_head.weight'",
         ),
+        (
+            "freeze all\nunfreeze lm_head",  # 'freeze all' reaches both names; 'unfreeze lm_head' only one
+            "'unfreeze lm_head' also unfreezes 'transformer.wte.weight': it is the same tensor as 'lm_head.weight'",
+        ),
+        (
+            "unfreeze all\nfreeze transformer.wte",
+            "'freeze transformer.wte' also freezes 'lm_head.weight': it is the same tensor as 'transformer.wte.weight'",
+        ),
         ("freeze transformer.wte, lm_head", None),
+        ("freeze all\nunfreeze transformer.wte, lm_head", None),
         ("freeze transformer.wte\nfreeze lm_head", None),  # every name selected, the same way
         ("freeze transformer.h", None),  # the tied tensor is not decided
     ],
@@ -107,6 +116,14 @@ def test_apply_warns_about_the_tied_name(gpt2):
     with pytest.warns(PolicyWarning, match="PF208 'freeze transformer.wte' also freezes 'lm_head.weight'"):
         apply(model, "freeze transformer.wte")
     assert not model.lm_head.weight.requires_grad  # the warning is true
+
+
+def test_apply_warns_when_an_unfreeze_reaches_one_name(gpt2):
+    model = type(gpt2)(gpt2.config)
+    with pytest.warns(PolicyWarning, match="PF208 'unfreeze lm_head' also unfreezes 'transformer.wte.weight'"):
+        apply(model, "freeze all\nunfreeze lm_head")
+    assert model.transformer.wte.weight.requires_grad  # the warning is true
+    assert not model.transformer.wpe.weight.requires_grad
 
 
 def test_tied_findings_are_per_stage(gpt2):

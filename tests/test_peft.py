@@ -198,7 +198,11 @@ def test_apply_is_all_or_nothing_on_a_peft_model(models, monkeypatch, k):
             raise Fault(f"fault after change {k}")
 
     monkeypatch.setattr(applier, "set_requires_grad", faulty)
-    with pytest.raises(policyfreeze.PolicyResolveError, match="every change was undone"):
+    # 'unfreeze all' trains the adapted layers' base weights: apply warns before it changes anything.
+    with (
+        pytest.warns(policyfreeze.PolicyWarning, match="PF209 'unfreeze all' unfreezes the base weights"),
+        pytest.raises(policyfreeze.PolicyResolveError, match="every change was undone"),
+    ):
         policyfreeze.apply(model, "unfreeze all\nfreeze *.lora_*\n")
     assert {n: p.requires_grad for n, p in model.named_parameters()} == before
 

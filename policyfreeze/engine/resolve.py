@@ -28,9 +28,11 @@ from ..errors import (
 from ..language.glob import glob_too_costly, has_wildcard
 from ..language.parser import load, parse
 from ..language.policy import (
+    ChildrenSelector,
     GlobSelector,
     Options,
     Policy,
+    Slice,
     Statement,
     TypeSelector,
     quote_name,
@@ -39,7 +41,7 @@ from ..language.source import Source
 from ..model.tree import ModelTree, ParamInfo
 from ..model.walk import LiveModel, walk
 from . import groups
-from .select import select
+from .select import children_parents, select
 
 
 @dataclass(frozen=True)
@@ -356,6 +358,8 @@ def _extend(plan: Plan, statements: tuple[Statement, ...]) -> Plan:
             tied.note(plan.tied_deciders, nodes, number)
         if not reached:
             warnings.append(_selects_nothing(source, statement, acts_on_params, suggestions))
+        else:
+            warnings.extend(_list_items_selecting_nothing(tree, source, statement))
     extended = dataclasses.replace(
         plan,
         statement_count=first + len(statements),
@@ -458,8 +462,10 @@ class _TiedNames:
 
 
 def _one_sided_tied(plan: Plan) -> Iterator[PolicyError]:
-    """PF208: the statement deciding a tied tensor reaches it through some names, and no statement selects
-    another of them (a statement that does is PF204's business when it disagrees)."""
+    """PF208: the statement deciding a tied tensor reaches it through some names while another lies outside
+    its selection, selected by no statement or last by one that sets the other flag (``freeze all;
+    unfreeze lm_head`` unfreezes ``transformer.wte.weight``). A name last selected the same way is
+    deliberate."""
     tree = plan.tree
     if not plan.tied_deciders:
         return
@@ -472,8 +478,13 @@ def _one_sided_tied(plan: Plan) -> Iterator[PolicyError]:
         decider = plan.param_deciders[param_id]
         if decider < 0:
             continue
+        deciding_verb = _statement(plan, decider).verb
         selected = [n for n in nodes if plan.tied_deciders.get(n) == decider]
-        left_out = [n for n in nodes if n not in plan.tied_deciders]
+        left_out = [
+            n
+            for n in nodes
+            if n not in plan.tied_deciders or _statement(plan, plan.tied_deciders[n]).verb != deciding_verb
+        ]
         if selected and left_out:
             via = tree.names[selected[0]]
             by_statement.setdefault(decider, []).extend((tree.names[n], via) for n in left_out)
@@ -590,6 +601,62 @@ def _selects_nothing(
     )
 
 
+def _list_items_selecting_nothing(tree: ModelTree, source: Source, statement: Statement) -> Iterator[PolicyError]:
+    """PF201 for each item of an index list (``children[0, 10]``) that picks no child of any module it indexes,
+    in a statement that selects something through its other items."""
+    for atom in statement.atoms():
+        if isinstance(atom, ChildrenSelector) and len(atom.slices) > 1:
+            for item, where, count in _empty_children_items(tree, atom):
+                text = shorten(source.text[atom.span.offset : atom.span.end_offset], 60)
+                yield source.error(
+                    PolicyResolveError,
+                    f"'{text}': {_item_said(item)} selects nothing: {where}",
+                    statement.span.offset,
+                    statement.span.end_offset,
+                    code="PF201",
+                    help=(
+                        f"drop it from the list; indices run 0..{count - 1}, or {-count}..-1 from the end"
+                        if count
+                        else "drop it from the list: there are no children to index"
+                    ),
+                )
+
+
+def _empty_children_items(tree: ModelTree, selector: ChildrenSelector) -> Iterator[tuple[Slice, str, int]]:
+    """Each item of ``selector`` that picks no child of any module it indexes, with how many children
+    there are, said and counted (the most of any module it indexes).
+
+    Nothing when it indexes no module: that is the glob's problem, not the items'.
+    """
+    parents = children_parents(tree, selector)
+    counts = sorted({len(tree.children_of(parent)) for parent in parents})
+    if not counts:
+        return
+    most = counts[-1]
+    if selector.parent is None:
+        classes = tree.modules[0].classes
+        owner = f"the model ({classes[0]}) has" if classes else "the model has"
+    elif len(parents) == 1:
+        owner = f"'{shorten(tree.names[parents[0]], 80)}' has"
+    else:
+        owner = f"the {len(parents)} modules '{shorten(selector.parent.pattern, 80)}' matches have at most"
+    for item in selector.slices:
+        if not any(item.pick(range(count)) for count in counts):
+            yield item, f"{owner} {_children_range(most)}", most
+
+
+def _children_range(count: int) -> str:
+    """``10 children (0..9)``, ``1 child (0)``, ``no children``."""
+    if count == 0:
+        return "no children"
+    return "1 child (0)" if count == 1 else f"{count} children (0..{count - 1})"
+
+
+def _item_said(item: Slice) -> str:
+    """``index 10``, ``slice '20:'``."""
+    return f"index {item}" if item.is_index else f"slice '{item}'"
+
+
 class _Suggestions:
     """Did-you-mean help for statements that select nothing, each pattern worked out once."""
 
@@ -601,8 +668,12 @@ class _Suggestions:
         self._help: dict[tuple[str, str], str | None] = {}
 
     def for_statement(self, statement: Statement) -> str | None:
-        """Help for the first glob or class name of ``statement`` that matches nothing."""
+        """Help for the first glob or class name of ``statement`` that matches nothing, or the first
+        ``children[...]`` item past the end."""
         for atom in statement.atoms():
+            if isinstance(atom, ChildrenSelector):
+                for item, where, _ in _empty_children_items(self.tree, atom):
+                    return f"{_item_said(item)} selects nothing: {where}"
             if isinstance(atom, (GlobSelector, TypeSelector)):
                 key = (atom.kind, atom.pattern)
                 if key not in self._help:

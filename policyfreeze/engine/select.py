@@ -177,14 +177,17 @@ def _match_types(tree: ModelTree, pattern: str) -> list[int]:
 
 
 def _match_children(tree: ModelTree, selector: ChildrenSelector) -> list[int]:
-    if selector.parent is None:
-        parents = [0] if len(tree) else []
-    else:
-        # Every matching module, even one below another match: each has its own children.
-        matched = _glob_matches(tree, selector.parent.pattern, below_matches=True)
-        parents = [node for node in matched if not tree.is_param[node]]
-    picked = {child for parent in parents for child in selector.pick(tree.children_of(parent))}
+    picked = {child for parent in children_parents(tree, selector) for child in selector.pick(tree.children_of(parent))}
     return sorted(picked)
+
+
+def children_parents(tree: ModelTree, selector: ChildrenSelector) -> list[int]:
+    """The module nodes whose children ``selector`` indexes: the root, or every module its glob matches."""
+    if selector.parent is None:
+        return [0] if len(tree) else []
+    # Every matching module, even one below another match: each has its own children.
+    matched = _glob_matches(tree, selector.parent.pattern, below_matches=True)
+    return [node for node in matched if not tree.is_param[node]]
 
 
 def closure(tree: ModelTree, nodes: list[int]) -> Intervals:

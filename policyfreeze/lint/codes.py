@@ -169,8 +169,9 @@ RULES: dict[str, Rule] = {
             "warning",
             "A tied tensor decided through one name also changes under another",
             "One tensor is registered under several names (tied weights, such as an output head sharing the "
-            "embedding). The statement that decides it selects some of its names, and no statement selects "
-            "another: the tensor changes under that name too, silently.",
+            "embedding). The statement that decides it selects some of its names, and another is selected by "
+            "no statement or last by one that decides it the other way (freeze all; unfreeze lm_head): the "
+            "tensor changes under that name too, silently.",
             "select every name of the tensor in the statement, or none",
             staged=True,
         ),

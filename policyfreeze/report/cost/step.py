@@ -32,7 +32,7 @@ import bisect
 import collections
 import contextlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from ...errors import PolicyUsageError
@@ -189,6 +189,7 @@ class StepRunner:
                 if device == "cpu":
                     stack.enter_context(_seeded())
                 args, kwargs = self._tensors(device)
+                stack.enter_context(self._bounds_checked(args, kwargs))
                 stack.enter_context(tracer.hooked())
                 stack.enter_context(torch.enable_grad())
                 counter = stack.enter_context(FlopCounterMode(display=False))
@@ -198,6 +199,8 @@ class StepRunner:
                 if loss is not None:
                     tracer.charge_backward(loss, counter)
                     loss.backward()
+        except PolicyUsageError:  # an input the model cannot take, found before it ran into it
+            raise
         except Exception as exc:  # the user's model code: whatever it raises is a usage problem
             raise _RunFailed(exc) from exc
         gradient_bytes = _param_bytes(self.tree, flags)
@@ -251,6 +254,44 @@ class StepRunner:
             else:
                 kwargs[spec.name] = tensor
         return args, kwargs
+
+    @contextlib.contextmanager
+    def _bounds_checked(self, args: list[Any], kwargs: dict[str, Any]) -> Iterator[None]:
+        """Refuse a bounded integer input whose values would index past an embedding the forward looks it up in.
+
+        On the meta device an embedding looks nothing up, so the step would be costed on indices a
+        real step cannot take; on the CPU the lookup fails with a bare IndexError. A hook before each
+        embedding checks its indices when they are an input (or a view of one, as GPT-2 reshapes them).
+        """
+        from torch import nn
+
+        positional = iter(args)
+        passed = [(next(positional) if spec.name is None else kwargs[spec.name], spec) for spec in self.inputs]
+        bounded = [(tensor, spec, spec.high) for tensor, spec in passed if spec.high is not None]
+        if not bounded:
+            yield
+            return
+
+        def check(module: Any, call_args: tuple, call_kwargs: dict) -> None:
+            indices = call_args[0] if call_args else call_kwargs.get("input")
+            for tensor, spec, high in bounded:
+                is_input = indices is tensor or getattr(indices, "_base", None) is tensor
+                if is_input and high > module.num_embeddings:
+                    raise _past_the_embedding(spec, high, self._module_name(module), module)
+
+        handles = [
+            module.register_forward_pre_hook(check, with_kwargs=True)
+            for module in self.live.modules
+            if isinstance(module, (nn.Embedding, nn.EmbeddingBag))
+        ]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def _module_name(self, module: Any) -> str:
+        return self.tree.module_names[self._module_ids[id(module)]] or "(the model)"
 
     def _check_cpu_limit(self) -> None:
         params = (t for t in self.live.tensors if t.device.type != "cpu")
@@ -312,6 +353,15 @@ class StepRunner:
             else f"{_class_name(creator)}._freeze_parameters()"
         )
         return f"call {call} too: it sets {_class_name(creator)}._requires_grad = False"
+
+
+def _past_the_embedding(spec: InputSpec, high: int, name: str, embedding: Any) -> PolicyUsageError:
+    rows = embedding.num_embeddings
+    return PolicyUsageError(
+        f"input {spec}: values up to {high - 1} index the embedding '{name}' "
+        f"({_class_name(embedding)}), which has {rows} rows (0..{rows - 1})",
+        help=f"bound the values by its size: {replace(spec, high=rows)}",
+    )
 
 
 class _RunFailed(Exception):
