@@ -35,6 +35,11 @@ BAD_POLICIES = {
     # Help that points the right way for the usual mistakes.
     "regex-without-slashes": "freeze match layer[12]\n",
     "regex-quoted": 'freeze match "layer1"\n',
+    "regex-quoted-then-more": 'freeze match "layer1", fc\n',
+    "regex-without-slashes-then-more": "freeze match layer1, fc\n",
+    "regex-quoted-then-intersection": 'eval match "bn" & type(BatchNorm2d)\n',
+    "regex-single-quoted": "freeze match 'layer1'\n",
+    "name-single-quoted": "freeze layer1, 'fc'\n",
     "type-without-parentheses": "eval type BatchNorm2d\n",
     "slash-comment": "freeze all // comment\n",
     "misspelt-unit": "at epochs 3 { unfreeze fc }\n",
