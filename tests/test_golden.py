@@ -45,6 +45,7 @@ BAD_POLICIES = {
     "misspelt-unit": "at epochs 3 { unfreeze fc }\n",
     "unquoted-dash": "freeze my-block\n",
     "options-without-comma": "unfreeze fc with lr=1e-3 weight_decay=0\n",
+    "options-without-commas": "at epoch 2 { unfreeze fc with lr_scale=0.1 weight_decay=0 momentum = 0.9 }\n",
     "selectors-without-operator": "freeze layer1 layer2\n",
     "children-with-parentheses": "freeze children(0:2)\n",
     "and-for-ampersand": "freeze layer1 and type(BatchNorm2d)\n",

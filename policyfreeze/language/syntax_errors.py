@@ -142,7 +142,7 @@ def _hint(original: str, text: str, offset: int, word: str, expected: set[str], 
     if word in VERBS and "SEMICOLON" in expected:
         return "end the previous statement with ';' or a new line"
     if word and "EQUAL" not in expected and expected & {"COMMA"} and _in_options(text, offset):
-        return "separate options with ',': with lr=1e-4, weight_decay=0"
+        return f"separate options with ',': {shorten(_options_with_commas(text, offset), 80)}"
     glued = _glued_name(text, offset)
     if glued is not None:
         return f'a name with other characters is written quoted: "{shorten(glued)}"'
@@ -192,6 +192,15 @@ def _glued_name(text: str, offset: int) -> str | None:
     if start < offset and odd and name[0] not in "/'\"" and _WORD.match(name):
         return name
     return None
+
+
+def _options_with_commas(text: str, offset: int) -> str:
+    """The statement's own ``with`` options, from ``with`` to where the statement ends, comma-separated."""
+    line_start = text.rfind("\n", 0, offset) + 1
+    start = line_start + [m.start() for m in re.finditer(r"\bwith\b", text[line_start:offset])][-1]
+    end = min((i for i in (text.find(c, offset) for c in ";}\n") if i >= 0), default=len(text))
+    options = re.sub(r"\s*=\s*", "=", text[start + len("with") : end]).replace(",", " ").split()
+    return "with " + ", ".join(options)
 
 
 def _in_options(text: str, offset: int) -> bool:
