@@ -55,6 +55,12 @@ BAD_POLICIES = {
 }
 
 
+#: Policies that load but select nothing on resnet18: plan warns with help that points the right way.
+PLAN_WARNINGS = {
+    "glob-within-segment": "freeze layer*.weight\n",
+}
+
+
 def check_golden(name: str, actual: str) -> None:
     path = GOLDEN / name
     if os.environ.get("UPDATE_GOLDEN"):
@@ -70,6 +76,16 @@ def test_error_messages(name, tmp_path):
     with pytest.raises(PolicyError) as info:
         policyfreeze.load(path)
     check_golden(f"errors/{name}.txt", str(info.value).replace(str(tmp_path) + os.sep, "") + "\n")
+
+
+@pytest.mark.parametrize("name", sorted(PLAN_WARNINGS))
+def test_plan_warnings(name, tmp_path, capsys, monkeypatch):
+    from policyfreeze.cli import main
+
+    (tmp_path / f"{name}.freeze").write_text(PLAN_WARNINGS[name], encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    assert main(["plan", f"{name}.freeze", "--model", "torchvision:resnet18"]) == 0
+    check_golden(f"errors/{name}.plan.txt", capsys.readouterr().err)
 
 
 def test_diff_report_text():
