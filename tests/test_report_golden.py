@@ -94,3 +94,17 @@ def test_the_tree_nests_subtrees_under_their_parent():
     assert lines[8].startswith("│   └── 1 (BasicBlock)")
     assert lines[10].startswith("│       ├── bn1 (BatchNorm2d)")
     assert lines[-1].startswith("└── fc (Linear)")
+
+
+def test_diff_rows_of_distinct_modules_read_distinct(tmp_path, capsys, monkeypatch):
+    """'train layer4' → 'train layer4.0': the rows for layer4.1.bn1 and .bn2 keep their names whole (the
+    statements give way first), and a summary of pins says where they are."""
+    text = (ROOT / GRADUAL).read_text(encoding="utf-8")
+    assert "    train layer4\n" in text
+    (tmp_path / "gradual.freeze").write_text(text, encoding="utf-8")
+    (tmp_path / "gradual-layer4.0.freeze").write_text(text.replace("    train layer4\n", "    train layer4.0\n"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["diff", "gradual.freeze", "gradual-layer4.0.freeze", "--model", RESNET]) == 0
+    out = capsys.readouterr().out
+    check_golden("diff/gradual-vs-layer4.0.txt", out)
+    assert "layer4.1.bn1 (BatchNorm2d)" in out and "layer4.1.bn2 (BatchNorm2d)" in out
