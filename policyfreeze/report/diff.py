@@ -151,6 +151,11 @@ def _summary(diff: PlanDiff) -> tuple[str, str]:
     delta = new.trainable - old.trainable
     count = len(diff.requires_grad)
     head = f"{plural(count, 'parameter tensor')} change state" if count else "no parameter changes state"
+    if not count:  # say what does differ: "no parameter changes state" alone reads as "the same"
+        if diff.options:
+            head += f"; optimizer options differ for {plural(len(diff.options), 'tensor')}"
+        if diff.pins:
+            head += f"; eval pins differ for {plural(len(diff.pins), 'module')}"
     totals = f"trainable parameters: {old.trainable:,} → {new.trainable:,} ({delta:+,}) of {new.total:,}"
     return head, totals
 
