@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import glob
 import io
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -129,6 +131,30 @@ def test_every_command_has_help_with_an_example(command: str, capsys) -> None:
     status, out, _ = run([command, "--help"], capsys)
     assert status == 0
     assert re.search(rf"examples?:\n  policyfreeze {command} ", out)
+
+
+#: the reader's manifests that lint's help examples name, and the model each is written from
+HELP_MANIFESTS = {"resnet18.manifest.json": RESNET}
+
+
+def test_lint_examples_in_the_help_pass(capsys, monkeypatch, tmp_path) -> None:
+    """Every lint command a --help shows, run as shown (globs expanded, '> FILE' dropped), exits 0."""
+    helps = [run([*command, "--help"], capsys)[1] for command in ([], *([name] for name in COMMANDS))]
+    examples = {line.strip() for text in helps for line in text.splitlines() if line.startswith("  policyfreeze lint ")}
+    assert len(examples) >= 3
+    monkeypatch.chdir(ROOT)
+    for example in sorted(examples):
+        words = shlex.split(example.partition(">")[0])
+        if "|" in words:  # reads stdin from another program
+            continue
+        argv = [name for word in words[1:] for name in (sorted(glob.glob(word)) if "*" in word else [word])]
+        if "--manifest" in argv:
+            at = argv.index("--manifest") + 1
+            manifest = tmp_path / argv[at]
+            assert run(["manifest", "--model", HELP_MANIFESTS[argv[at]], "-o", manifest], capsys)[0] == 0
+            argv[at] = str(manifest)
+        status, out, err = run(argv, capsys)
+        assert status == 0, (example, out, err)
 
 
 def test_top_level_help_lists_every_command(capsys) -> None:

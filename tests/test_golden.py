@@ -35,17 +35,29 @@ BAD_POLICIES = {
     # Help that points the right way for the usual mistakes.
     "regex-without-slashes": "freeze match layer[12]\n",
     "regex-quoted": 'freeze match "layer1"\n',
+    "regex-quoted-then-more": 'freeze match "layer1", fc\n',
+    "regex-without-slashes-then-more": "freeze match layer1, fc\n",
+    "regex-quoted-then-intersection": 'eval match "bn" & type(BatchNorm2d)\n',
+    "regex-single-quoted": "freeze match 'layer1'\n",
+    "name-single-quoted": "freeze layer1, 'fc'\n",
     "type-without-parentheses": "eval type BatchNorm2d\n",
     "slash-comment": "freeze all // comment\n",
     "misspelt-unit": "at epochs 3 { unfreeze fc }\n",
     "unquoted-dash": "freeze my-block\n",
     "options-without-comma": "unfreeze fc with lr=1e-3 weight_decay=0\n",
+    "options-without-commas": "at epoch 2 { unfreeze fc with lr_scale=0.1 weight_decay=0 momentum = 0.9 }\n",
     "selectors-without-operator": "freeze layer1 layer2\n",
     "children-with-parentheses": "freeze children(0:2)\n",
     "and-for-ampersand": "freeze layer1 and type(BatchNorm2d)\n",
     "homoglyph": "fr\u0435eze all\n",
     "phase-zero": "freeze all\nat phase 0 { unfreeze fc }\n",
     "empty-index-list-item": "freeze children[0, , 2]\n",
+}
+
+
+#: Policies that load but select nothing on resnet18: plan warns with help that points the right way.
+PLAN_WARNINGS = {
+    "glob-within-segment": "freeze layer*.weight\n",
 }
 
 
@@ -64,6 +76,16 @@ def test_error_messages(name, tmp_path):
     with pytest.raises(PolicyError) as info:
         policyfreeze.load(path)
     check_golden(f"errors/{name}.txt", str(info.value).replace(str(tmp_path) + os.sep, "") + "\n")
+
+
+@pytest.mark.parametrize("name", sorted(PLAN_WARNINGS))
+def test_plan_warnings(name, tmp_path, capsys, monkeypatch):
+    from policyfreeze.cli import main
+
+    (tmp_path / f"{name}.freeze").write_text(PLAN_WARNINGS[name], encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    assert main(["plan", f"{name}.freeze", "--model", "torchvision:resnet18"]) == 0
+    check_golden(f"errors/{name}.plan.txt", capsys.readouterr().err)
 
 
 def test_diff_report_text():

@@ -30,6 +30,34 @@ def test_plan_table_lists_every_changed_tensor(capsys):
     assert "changed (60):" in out and "eval pins changed (20):" in out
 
 
+def test_plan_full_is_the_table(capsys):
+    argv = ["plan", str(POLICIES / "resnet18-linear-probe.freeze"), "--model", "torchvision:resnet18"]
+    assert main([*argv, "--format", "table"]) == 0
+    table = capsys.readouterr().out
+    assert main([*argv, "--full"]) == 0
+    assert capsys.readouterr().out == table
+    assert main([*argv, "--full", "--format", "table"]) == 0
+    assert capsys.readouterr().out == table
+
+
+def test_plan_full_refuses_another_format(capsys):
+    argv = ["plan", str(POLICIES / "resnet18-linear-probe.freeze"), "--model", "torchvision:resnet18"]
+    assert main([*argv, "--full", "--format", "json"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "--full is the same as --format table; it cannot be given with --format json" in err
+
+
+def test_plan_table_accounts_for_every_tensor(capsys):
+    """Changed, decided but unchanged (fc under 'unfreeze fc'), or untouched: no tensor is in no section."""
+    argv = ["plan", str(POLICIES / "resnet18-linear-probe.freeze"), "--model", "torchvision:resnet18"]
+    assert main([*argv, "--format", "table"]) == 0
+    out = capsys.readouterr().out
+    assert "changed (60):" in out and "decided, unchanged (2):" in out
+    assert "untouched: 0 parameter tensors" in out
+    assert [line.split()[0] for line in out.splitlines() if "unfreeze fc" in line] == ["fc.weight", "fc.bias"]
+
+
 def test_plan_json(capsys):
     assert main(["plan", str(POLICIES / "bitfit.freeze"), "--model", "torchvision:resnet18", "--format", "json"]) == 0
     document = json.loads(capsys.readouterr().out)

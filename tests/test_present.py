@@ -5,7 +5,16 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from policyfreeze.report.present import align, fit_columns, names_list, plural, shape, share, shorten_middle
+from policyfreeze.report.present import (
+    FIRST_FLOOR,
+    align,
+    fit_columns,
+    names_list,
+    plural,
+    shape,
+    share,
+    shorten_middle,
+)
 
 text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=80)
 
@@ -41,6 +50,18 @@ def test_fit_columns_fits_the_width(rows, width):
     cells = [[label or "x", f"{number:,}", statement or "y"] for label, number, statement in rows]
     lines = align(fit_columns(cells, [0, 2], width, indent=2), right={1}, indent="  ")
     assert all(len(line) <= width for line in lines)
+
+
+@given(
+    st.lists(st.tuples(text, text, text), min_size=1, max_size=12),
+    st.integers(60, 140),
+)
+def test_fit_columns_cuts_the_first_columns_before_the_others(rows, width):
+    cells = [[label or "x", old or "y", new or "z"] for label, old, new in rows]
+    fitted = fit_columns(cells, [0, 1, 2], width, indent=2, first=[1, 2])
+    assert all(len(line) <= width for line in align(fitted, indent="  "))
+    if any(row[0] != cell[0] for row, cell in zip(fitted, cells)):  # a label was cut: the others first, to the floor
+        assert all(len(row[i]) <= FIRST_FLOOR for row in fitted for i in (1, 2))
 
 
 def test_labels_and_numbers():

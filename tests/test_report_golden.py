@@ -94,3 +94,32 @@ def test_the_tree_nests_subtrees_under_their_parent():
     assert lines[8].startswith("│   └── 1 (BasicBlock)")
     assert lines[10].startswith("│       ├── bn1 (BatchNorm2d)")
     assert lines[-1].startswith("└── fc (Linear)")
+
+
+def edited_gradual(tmp_path: Path, monkeypatch, old: str, new: str) -> list[str]:
+    """``diff`` arguments comparing the gradual policy with a copy where ``old`` became ``new``, run in tmp_path."""
+    text = (ROOT / GRADUAL).read_text(encoding="utf-8")
+    assert old in text
+    (tmp_path / "gradual.freeze").write_text(text, encoding="utf-8")
+    (tmp_path / "gradual-edited.freeze").write_text(text.replace(old, new), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    return ["diff", "gradual.freeze", "gradual-edited.freeze", "--model", RESNET]
+
+
+def test_diff_rows_of_distinct_modules_read_distinct(tmp_path, capsys, monkeypatch):
+    """'train layer4' → 'train layer4.0': the rows for layer4.1.bn1 and .bn2 keep their names whole (the
+    statements give way first), and a summary of pins says where they are."""
+    argv = edited_gradual(tmp_path, monkeypatch, "    train layer4\n", "    train layer4.0\n")
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    check_golden("diff/gradual-vs-layer4.0.txt", out)
+    assert "layer4.1.bn1 (BatchNorm2d)" in out and "layer4.1.bn2 (BatchNorm2d)" in out
+
+
+def test_diff_headline_names_an_options_only_difference(tmp_path, capsys, monkeypatch):
+    """No tensor changes state but the options do: the headline says so, as --exit-code's 1 does."""
+    argv = edited_gradual(tmp_path, monkeypatch, "lr_scale=0.385", "lr_scale=0.5")
+    assert main([*argv, "--epoch", "1", "--exit-code"]) == 1
+    out = capsys.readouterr().out
+    check_golden("diff/gradual-vs-options.txt", out)
+    assert out.splitlines()[0].endswith("no parameter changes state; optimizer options differ for 15 tensors")

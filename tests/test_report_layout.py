@@ -93,6 +93,21 @@ def check(plan) -> None:
         assert sum(row.count for row in parts[title].rows) == parts[title].count == len(ids)
         assert sum(row.numel for row in parts[title].rows) == parts[title].numel
     assert parts["trainable"].count + parts["frozen"].count == len(plan.tree.params)
+    # rows that read the same would be two answers to one question
+    for part in parts.values():
+        keys = [(row.label, row.before, row.after, row.decision) for row in part.rows]
+        assert len(set(keys)) == len(keys), text
+
+
+def test_modules_pinned_unlike_their_children_are_labelled_apart():
+    """A summary of modules decided by themselves (their children train) is told from one of whole subtrees."""
+    model = build("efficientnet_b0")
+    policy = "freeze all\nunfreeze classifier\neval type(Conv2dNormActivation)\ntrain match /features\\.[2-5].*block\\.0\\.0$/\n"
+    plan = policyfreeze.resolve(model, policy)
+    check(plan)
+    [pins] = [s for s in sections(plan, budget=MAX_LINES) if s.title == "eval pins"]
+    labels = [row.label for row in pins.rows]
+    assert "39 × Conv2dNormActivation" in labels and "10 × Conv2dNormActivation (module only)" in labels
 
 
 @pytest.mark.parametrize("name", MODELS)

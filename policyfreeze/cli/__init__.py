@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = common.Parser(
         prog="policyfreeze",
         description="Version-controlled freeze policies for PyTorch fine-tuning.",
-        epilog="example:\n  policyfreeze lint policies/ --model torchvision:resnet18\n\n"
+        epilog="example:\n  policyfreeze lint policies/resnet*.freeze --model torchvision:resnet18\n\n"
         + exit_codes_help()
         + "\n\n'policyfreeze COMMAND --help' describes a command.",
         formatter_class=argparse.RawDescriptionHelpFormatter,

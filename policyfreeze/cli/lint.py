@@ -31,8 +31,8 @@ def register(commands) -> None:
         ),
         examples=[
             "policyfreeze lint policies/",
-            "policyfreeze lint policies/ --model torchvision:resnet18 --format sarif > lint.sarif",
-            "policyfreeze lint policies/ --manifest resnet18.manifest.json --strict --ignore PF203",
+            "policyfreeze lint policies/resnet*.freeze --model torchvision:resnet18 --format sarif > lint.sarif",
+            "policyfreeze lint policies/resnet*.freeze --manifest resnet18.manifest.json --strict --ignore PF203",
             "policyfreeze lint policies/resnet-gradual-unfreezing.freeze --model torchvision:resnet18 --epoch 2",
             "git show HEAD:policies/bitfit.freeze | policyfreeze lint - --stdin-filename policies/bitfit.freeze",
         ],

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..errors import PolicyUsageError
 from . import common
 
 if TYPE_CHECKING:
@@ -41,10 +42,12 @@ def register(commands) -> None:
     plan.add_argument(
         "--format",
         choices=FORMATS,
-        default="text",
-        help="text (default: what trains, at a glance), table (every changed tensor), json, markdown (for a "
+        # None, not "text": --full must tell "--format text" given from no --format at all.
+        default=None,
+        help="text (default: what trains, at a glance), table (every changed or decided tensor), json, markdown (for a "
         "pull request), tree (the module tree with each subtree's state) or html (a page to open in a browser)",
     )
+    plan.add_argument("--full", action="store_true", help="the per-tensor table: the same as --format table")
     plan.add_argument("-o", "--output", metavar="FILE", help="write the report to FILE instead of stdout")
     common.add_stage(plan)
     common.add_stdin_filename(plan)
@@ -54,6 +57,7 @@ def register(commands) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..report.report import Report
 
+    format = output_format(args)
     policy = common.load_policy(args.policy, args.stdin_filename)
     plan = common.plan_of(policy, common.model_tree(args.model, cache=not args.no_cache), args)
     problem = nothing_trainable(plan)
@@ -61,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         if finding is not problem:
             print(f"warning: {finding}", file=sys.stderr)
     to_file = args.output not in (None, common.STDIN)
-    text = render(Report(plan, applied=False), args.format, color=not to_file and common.use_color(sys.stdout))
+    text = render(Report(plan, applied=False), format, color=not to_file and common.use_color(sys.stdout))
     if to_file:
         common.write(Path(args.output), text.encode("utf-8"))
     else:
@@ -70,6 +74,18 @@ def run(args: argparse.Namespace) -> int:
         print(problem, file=sys.stderr)
         return common.EXIT_FINDINGS
     return common.EXIT_OK
+
+
+def output_format(args: argparse.Namespace) -> str:
+    """The format asked for: ``--full`` is ``--format table``, and refuses any other ``--format``."""
+    if not args.full:
+        return args.format or "text"
+    if args.format not in (None, "table"):
+        raise PolicyUsageError(
+            f"plan: --full is the same as --format table; it cannot be given with --format {args.format} "
+            "(see 'policyfreeze plan --help')"
+        )
+    return "table"
 
 
 def render(report: Report, format: str, *, color: bool = False) -> str:

@@ -1,9 +1,9 @@
 """Syntax errors explained: a Lark failure → one positioned ``PolicySyntaxError`` with help.
 
 The message says what was found and what the grammar accepts there; the help
-line recognises the usual mistakes (a regex without slashes, ``type X``
-without parentheses, ``and`` for ``&``, a ``//`` comment, a misspelt
-keyword, a look-alike non-ASCII letter) and says what to write instead.
+line recognises the usual mistakes (a regex without slashes, a name in single
+quotes, ``type X`` without parentheses, ``and`` for ``&``, a ``//`` comment, a
+misspelt keyword, a look-alike non-ASCII letter) and says what to write instead.
 """
 
 from __future__ import annotations
@@ -58,8 +58,8 @@ def explain(source: Source, text: str, exc: lark.exceptions.UnexpectedInput) -> 
         return _non_ascii(source, text, word_end)
     if cut or isinstance(exc, lark.exceptions.UnexpectedCharacters):
         word = text[offset:word_end]
-        shown = word or text[offset]
-        end = offset + max(1, len(word))
+        shown = word or _single_quoted(text, offset) or text[offset]
+        end = offset + max(1, len(shown))
     else:
         assert isinstance(exc, lark.exceptions.UnexpectedToken)  # the parser refused a token
         token = exc.token
@@ -98,7 +98,12 @@ def explain(source: Source, text: str, exc: lark.exceptions.UnexpectedInput) -> 
     elif not shown:
         message = f"the line ends too early, expected {describe(expected)}"
     else:
-        quoted = f"'{shorten(shown)}'" if shown.isprintable() else repr(shorten(shown))
+        if not shown.isprintable():
+            quoted = repr(shorten(shown))
+        elif "'" in shown:  # a single-quoted name: "'layer1'", not ''layer1''
+            quoted = f'"{shorten(shown)}"'
+        else:
+            quoted = f"'{shorten(shown)}'"
         message = f"unexpected {quoted}, expected {describe(expected)}"
     if word and word not in KEYWORDS:
         help_text = help_text or suggestion(word, keywords)
@@ -117,8 +122,10 @@ def _hint(original: str, text: str, offset: int, word: str, expected: set[str], 
     rest = text[offset : _line_end(text, offset)].strip()
     after_keyword = previous.rsplit("(", 1)[-1]
     if after_keyword == "match" and "REGEX" in expected:
-        body = rest.strip('"') if rest.startswith('"') else rest.split()[0] if rest else "REGEX"
-        return f"a regex is written between slashes: match /{body}/"
+        return f"a regex is written between slashes: match /{shorten(_regex_body(rest))}/"
+    quoted = _single_quoted(text, offset)
+    if quoted is not None and "QUOTED_GLOB" in expected:
+        return f'a name is quoted with double quotes: "{shorten(quoted[1:-1])}"'
     if after_keyword == "type" and "LPAR" in expected and word:
         name = word or "CLASS"
         return f"type takes the class name in parentheses: type({name})"
@@ -135,7 +142,7 @@ def _hint(original: str, text: str, offset: int, word: str, expected: set[str], 
     if word in VERBS and "SEMICOLON" in expected:
         return "end the previous statement with ';' or a new line"
     if word and "EQUAL" not in expected and expected & {"COMMA"} and _in_options(text, offset):
-        return "separate options with ',': with lr=1e-4, weight_decay=0"
+        return f"separate options with ',': {shorten(_options_with_commas(text, offset), 80)}"
     glued = _glued_name(text, offset)
     if glued is not None:
         return f'a name with other characters is written quoted: "{shorten(glued)}"'
@@ -152,6 +159,26 @@ def _hint(original: str, text: str, offset: int, word: str, expected: set[str], 
     return None
 
 
+def _regex_body(rest: str) -> str:
+    """What the user meant as the regex at the start of ``rest``: a quoted token's inside, else one bare run."""
+    if rest[:1] in ("'", '"'):
+        close = rest.find(rest[0], 1)
+        if close > 0:
+            return rest[1:close]
+        rest = rest[1:]
+    # A bare run ends where the selector does: before a separator, an operator or a closing parenthesis.
+    run = re.match(r"[^\s,&);]+", rest)
+    return run.group() if run else "REGEX"
+
+
+def _single_quoted(text: str, offset: int) -> str | None:
+    """The ``'…'`` token (quotes included) at ``offset`` when it closes on its line; the language quotes with '"'."""
+    if text[offset : offset + 1] != "'":
+        return None
+    close = text.find("'", offset + 1, _line_end(text, offset))
+    return text[offset : close + 1] if close > offset + 1 else None
+
+
 def _glued_name(text: str, offset: int) -> str | None:
     """The whole name when the error sits on a character glued to a bare name (``my-block``)."""
     end = offset
@@ -165,6 +192,15 @@ def _glued_name(text: str, offset: int) -> str | None:
     if start < offset and odd and name[0] not in "/'\"" and _WORD.match(name):
         return name
     return None
+
+
+def _options_with_commas(text: str, offset: int) -> str:
+    """The statement's own ``with`` options, from ``with`` to where the statement ends, comma-separated."""
+    line_start = text.rfind("\n", 0, offset) + 1
+    start = line_start + [m.start() for m in re.finditer(r"\bwith\b", text[line_start:offset])][-1]
+    end = min((i for i in (text.find(c, offset) for c in ";}\n") if i >= 0), default=len(text))
+    options = re.sub(r"\s*=\s*", "=", text[start + len("with") : end]).replace(",", " ").split()
+    return "with " + ", ".join(options)
 
 
 def _in_options(text: str, offset: int) -> bool:

@@ -151,6 +151,11 @@ def _summary(diff: PlanDiff) -> tuple[str, str]:
     delta = new.trainable - old.trainable
     count = len(diff.requires_grad)
     head = f"{plural(count, 'parameter tensor')} change state" if count else "no parameter changes state"
+    if not count:  # say what does differ: "no parameter changes state" alone reads as "the same"
+        if diff.options:
+            head += f"; optimizer options differ for {plural(len(diff.options), 'tensor')}"
+        if diff.pins:
+            head += f"; eval pins differ for {plural(len(diff.pins), 'module')}"
     totals = f"trainable parameters: {old.trainable:,} → {new.trainable:,} ({delta:+,}) of {new.total:,}"
     return head, totals
 
@@ -191,9 +196,28 @@ def _rows(diff: PlanDiff, kind: str) -> list[tuple[list[str], tuple[str, ...]]]:
         change = changes[members(items)[0]]
         for label, names, held in summarise(tree, items, MOST_ROWS_PER_KEY, size):
             numel = sum(changes[name].numel for name in members(held))
+            within = _common_parent(names)
+            label += f" in {within}" if within else ""
             row = [label, f"{show(change.old)} → {show(change.new)}", *([] if pins else [f"{numel:,}"])]
             rows.append(([*row, _by(change.old_decision), _by(change.new_decision)], names))
     return rows
+
+
+def _common_parent(names: tuple[str, ...]) -> str:
+    """The deepest module holding every one of ``names`` (whole segments), ``""`` for the root or none.
+
+    A summary row's ``5 × BatchNorm2d`` then says where they are (``in layer4``) even when
+    its names do not fit: two such rows no longer read the same.
+    """
+    if not names:
+        return ""
+    parents = [name.split(".")[:-1] for name in names]
+    common = parents[0]
+    for parent in parents[1:]:
+        common = common[
+            : next((i for i, (a, b) in enumerate(zip(common, parent)) if a != b), min(len(common), len(parent)))
+        ]
+    return ".".join(common)
 
 
 def _key(c: Difference) -> tuple:
@@ -259,7 +283,9 @@ def _body(diff: PlanDiff, width: int) -> list[str]:
         rows = _rows(diff, kind)
         cells = [header, *(row for row, _ in rows)]
         names = [(), *(listed for _, listed in rows)]
-        fitted = fit_columns(cells, [0, len(header) - 2, len(header) - 1], width, indent=2, names=names)
+        statements = [len(header) - 2, len(header) - 1]
+        # The statements give way before the names: cut names make distinct rows look the same.
+        fitted = fit_columns(cells, [0, *statements], width, indent=2, names=names, first=statements)
         lines += align(fitted, right=set() if pins else {2}, indent="  ")
     return lines
 

@@ -163,6 +163,10 @@ def align(rows: Sequence[Sequence[str]], right: Collection[int] = (), indent: st
     ]
 
 
+#: ``fit_columns``' ``first`` columns keep this much: a statement cell's ``line N`` and a little of its text
+FIRST_FLOOR = 16
+
+
 def fit_columns(
     rows: Sequence[Sequence[str]],
     shrinkable: Collection[int],
@@ -170,19 +174,29 @@ def fit_columns(
     indent: int,
     names: Sequence[Sequence[str]] | None = None,
     label_room: int = 50,
+    first: Collection[int] = (),
 ) -> list[list[str]]:
     """Rows whose ``shrinkable`` columns are shortened in the middle so every aligned line fits ``width``.
 
-    The shrinkable columns share one cap, the widest that fits: the widest
-    columns give way first, none below 8 characters. ``names`` (per row, for
-    the first column) are listed after its label as far as the room left
-    allows, at most ``label_room`` characters in all (``20 × Conv2d: conv1, …``).
+    The ``first`` columns give way before the others, down to ``FIRST_FLOOR``
+    characters. Then the shrinkable columns share one cap, the widest that
+    fits: the widest columns give way first, none below 8 characters.
+    ``names`` (per row, for the first column) are listed after its label as
+    far as the room left allows, at most ``label_room`` characters in all
+    (``20 × Conv2d: conv1, …``).
     """
     if not rows:
         return []
     columns = len(rows[0])
     widths = [max(len(row[i]) for row in rows) for i in range(columns)]
     room = width - indent - 2 * (columns - 1)
+    if first:
+        rest = sum(w for i, w in enumerate(widths) if i not in first)
+        cap = max(widths[i] for i in first)
+        while cap > FIRST_FLOOR and rest + sum(min(widths[i], cap) for i in first) > room:
+            cap -= 1
+        rows = [[shorten_middle(cell, cap) if i in first else cell for i, cell in enumerate(row)] for row in rows]
+        widths = [max(len(row[i]) for row in rows) for i in range(columns)]
     fixed = sum(w for i, w in enumerate(widths) if i not in shrinkable)
     cap = max((w for i, w in enumerate(widths) if i in shrinkable), default=0)
     while cap > 8 and fixed + sum(min(widths[i], cap) for i in shrinkable) > room:

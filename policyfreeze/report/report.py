@@ -26,7 +26,7 @@ MAX_LINES = 40
 
 @dataclass(frozen=True)
 class Change:
-    """One parameter whose ``requires_grad`` the plan changes."""
+    """One parameter tensor: its ``requires_grad`` before and after the plan, and what decided it."""
 
     name: str
     shape: tuple[int, ...]
@@ -75,13 +75,20 @@ class Report:
 
     @property
     def changes(self) -> list[Change]:
+        return [c for c in self._tensors() if c.before != c.after]
+
+    @property
+    def kept(self) -> list[Change]:
+        """Parameters a statement decided that keep their state (``fc`` under ``unfreeze fc``)."""
+        return [c for c in self._tensors() if c.before == c.after and c.decision is not None]
+
+    def _tensors(self) -> list[Change]:
         plan = self.plan
         return [
             Change(p.name, p.shape, p.numel, before, after, decision)
             for p, before, after, decision in zip(
                 plan.tree.params, plan.start_flags, plan.param_flags, plan.decisions.values()
             )
-            if before != after
         ]
 
     @property
@@ -180,7 +187,7 @@ class Report:
         return format_text(self)
 
     def table(self) -> str:
-        """Every changed parameter tensor and eval pin, one row each (``plan --format table``)."""
+        """Every changed or decided parameter tensor and every changed eval pin, one row each (``plan --format table``)."""
         return format_table(self)
 
     def _repr_html_(self) -> str:
@@ -308,7 +315,10 @@ def _schedule(plan: Plan, width: int) -> list[str]:
 
 
 def format_table(report: Report) -> str:
-    """Every changed parameter and eval pin in a table, the untouched count, and the counts."""
+    """Every changed parameter and eval pin in a table, the decided but unchanged ones, the untouched count, the counts.
+
+    Every parameter is in one section: changed, decided but unchanged, or untouched.
+    """
     plan = report.plan
     verb = "applied to" if report.applied else "planned for"
     lines = [
@@ -332,6 +342,21 @@ def format_table(report: Report) -> str:
         lines += align(rows, right={2}, indent="  ")
     else:
         lines += ["", "changed: nothing (every parameter is already as the policy wants)"]
+    kept = report.kept
+    if kept:
+        lines += ["", f"decided, unchanged ({len(kept)}):"]
+        rows = [["name", "shape", "numel", "state", "decided by"]]
+        for change in kept:
+            rows.append(
+                [
+                    change.name,
+                    shape(change.shape),
+                    f"{change.numel:,}",
+                    state(change.after),
+                    decided_by(change.decision),
+                ]
+            )
+        lines += align(rows, right={2}, indent="  ")
     pin_changes = report.pin_changes
     if pin_changes:
         lines += ["", f"eval pins changed ({len(pin_changes)}):"]

@@ -317,7 +317,11 @@ def _bucket(tree: ModelTree, item: Item) -> tuple:
 
 
 def _bucket_label(bucket: tuple, members: list[Item], *, counted: bool = True) -> str:
-    what = f"{bucket[1]}.{bucket[2]}" if bucket[0] == "param" else bucket[1]
+    if bucket[0] == "param":
+        what = f"{bucket[1]}.{bucket[2]}"
+    else:
+        # Modules decided unlike their children are a bucket of their own: the label must tell it from the other.
+        what = f"{bucket[1]} (module only)" if bucket[2] else bucket[1]
     if not counted:
         return what
     return f"{sum(_width(i) for i in members):,} × {what}"
