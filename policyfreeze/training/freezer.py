@@ -537,8 +537,13 @@ class Freezer:
 
         The reference is the first optimizer group holding a parameter of
         the model that stays in it, with the learning rate the policy gave
-        that parameter; with none, group 0 with its ``initial_lr`` (as if the
-        added groups had been there when the scheduler was built).
+        that parameter. With none, group 0: with the lr the Freezer recorded
+        for it when the optimizer is laid out as the record (built from
+        ``param_groups()`` and kept by ``update``); otherwise its
+        ``initial_lr``, its own base rate (as if the added groups had been
+        there when the scheduler was built). Not ``initial_lr`` first:
+        OneCycleLR and CyclicLR set it to their own starting rate, not the
+        policy's.
         """
         default_lr = optimizer.defaults.get("lr")
         dropped = set().union(*(step.drop for step in steps))
@@ -555,7 +560,14 @@ class Freezer:
                     break
         if not reference_lr and optimizer.param_groups:
             group = optimizer.param_groups[0]
-            reference, reference_lr = 0, group.get("initial_lr", group["lr"])
+            laid_out = len(optimizer.param_groups) == len(self._groups) and all(
+                [index.get(id(tensor)) for tensor in held["params"]] == ids
+                for held, (_, ids) in zip(optimizer.param_groups, self._groups)
+            )
+            reference = 0
+            reference_lr = (
+                self._groups[0][0].get("lr", default_lr) if laid_out else group.get("initial_lr", group["lr"])
+            )
         first = len(optimizer.param_groups)
         added = [(first + k, options.get("lr", default_lr) / reference_lr) for k, options in enumerate(new_groups)]
         return reference, added
