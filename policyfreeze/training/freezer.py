@@ -151,6 +151,8 @@ class Freezer:
         self._groups: list[Group]
         self._compiled = distributed.is_compiled(model)
         self._stages_compiled = 1
+        #: whether an update has checked that the optimizer holds the model's tensors
+        self._holds_checked = False
         #: The epoch, step or phase reached: the stage in force is the one at ``at``.
         self.at = 0
         plan = resolve(model, self.policy, **({self.policy.unit: 0} if self.policy.unit else {}))
@@ -374,6 +376,12 @@ class Freezer:
         check_schedulers(schedulers, optimizer)
         if not self._crossed(at):
             self._check_forward(at)
+            if not self._holds_checked:
+                # An optimizer built before fully_shard replaced the tensors trains nothing: say so at the
+                # first update, not at the first stage change (a policy without stages has none).
+                self._live()
+                self._check_holds(held_by(optimizer, self._structure.index), self._plan)
+                self._holds_checked = True
             self.at = at
             return None
         live = self._live()
