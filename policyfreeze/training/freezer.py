@@ -625,13 +625,12 @@ class Freezer:
         if not (self._compiled and changes_graph):
             return self._stages_compiled
         stages = self._stages_compiled + 1
-        limit = distributed.recompile_limit()
+        setting, limit = distributed.recompile_limit()
         if stages > limit:
             self._warn_once(
                 f"{self.unit} {at} is stage {stages} of a torch.compile'd model: dynamo compiles the model once per "
-                f"set of requires_grad flags and stops at torch._dynamo.config.recompile_limit = {limit}, running "
-                "the rest in eager mode; raise it before training, "
-                f"torch._dynamo.config.recompile_limit = {2 * len(self.policy.milestones) + 2}",
+                f"set of requires_grad flags and stops at {setting} = {limit}, running "
+                f"the rest in eager mode; raise it before training, {setting} = {2 * len(self.policy.milestones) + 2}",
                 stacklevel=4,
                 key="recompile_limit",
             )
