@@ -1,11 +1,16 @@
 """FSDP2 (``fully_shard``) with two real processes (gloo, CPU, loopback): a Freezer made before or after
-sharding trains across a stage change exactly as an unsharded single-process run does."""
+sharding trains across a stage change exactly as an unsharded single-process run does, so does an optimizer
+built from ``apply``'s report after sharding and the code docs/training.md shows, and an optimizer built
+before sharding is refused at once."""
 
 import gc
+import itertools
 import os
+import re
 import time
 from collections import OrderedDict
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,6 +23,7 @@ import policyfreeze
 WORLD_SIZE = 2
 DEADLINE_SECONDS = 180
 EPOCHS, STEPS = 3, 2
+DOCS = Path(__file__).parent.parent / "docs" / "training.md"
 
 SCHEDULE = """\
 freeze all; unfreeze head
@@ -64,12 +70,12 @@ def train(model: nn.Module, freezer: policyfreeze.Freezer, optimizer, losses) ->
             optimizer.step()
 
 
-def unsharded_reference() -> dict[str, torch.Tensor]:
+def unsharded_reference(lr: float = 0.05) -> dict[str, torch.Tensor]:
     """One process, the whole model: each step's loss averages the two ranks' batches, as FSDP2 averages
     their gradients."""
     model = small_net()
     # wrap=False: this model runs inside the process group but no DistributedDataParallel wraps it.
-    freezer = policyfreeze.Freezer(model, SCHEDULE, lr=0.05, wrap=False)
+    freezer = policyfreeze.Freezer(model, SCHEDULE, lr=lr, wrap=False)
     optimizer = torch.optim.AdamW(freezer.param_groups())
 
     def loss(epoch: int, step: int) -> torch.Tensor:
@@ -107,6 +113,56 @@ def sharded_run(rank: int, freezer_first: bool) -> dict[str, torch.Tensor]:
     return {name: p.full_tensor().detach().clone() for name, p in model.named_parameters()}
 
 
+def applied_run(rank: int | None) -> dict[str, torch.Tensor]:
+    """``apply`` on the bare model, then (given a rank) ``fully_shard``, then an optimizer from the report's
+    ``param_groups``; ``rank=None``: one process, the whole model, on both ranks' batches."""
+    model = small_net()
+    report = policyfreeze.apply(model, SCHEDULE, epoch=1)  # head at the base lr, block at half of it
+    if rank is not None:
+        shard(model)
+    optimizer = torch.optim.AdamW(report.param_groups(lr=0.05))
+    for step in range(STEPS):
+        ranks = range(WORLD_SIZE) if rank is None else [rank]
+        losses = [nn.functional.cross_entropy(model(x), y) for x, y in (batch(r, 0, step) for r in ranks)]
+        optimizer.zero_grad()
+        (sum(losses) / len(losses)).backward()
+        optimizer.step()
+    return {name: (p.full_tensor() if rank is not None else p).detach().clone() for name, p in model.named_parameters()}
+
+
+def documented_run(rank: int) -> dict[str, torch.Tensor]:
+    """The FSDP2 code of docs/training.md, run as written (the whole model sharded as one)."""
+    from torch.distributed.fsdp import fully_shard
+
+    text = DOCS.read_text(encoding="utf-8").split("**FSDP2 (`fully_shard`) is supported**", 1)[1]
+    code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    epochs_trained = itertools.count()
+
+    def train_one_epoch(model: nn.Module, optimizer) -> None:
+        epoch = next(epochs_trained)
+        for step in range(STEPS):
+            x, y = batch(rank, epoch, step)
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+
+    model = small_net()
+    names = {"torch": torch, "policyfreeze": policyfreeze, "fully_shard": fully_shard, "model": model}
+    exec(code, names | {"policy": SCHEDULE, "epochs": EPOCHS, "train_one_epoch": train_one_epoch})
+    assert next(epochs_trained) == EPOCHS
+    return {name: p.full_tensor().detach().clone() for name, p in model.named_parameters()}
+
+
+def check_optimizer_built_before_sharding_is_refused_at_the_first_update() -> None:
+    for policy in (SCHEDULE, "freeze all; unfreeze head"):  # the second has no stage change to wait for
+        model = small_net()
+        freezer = policyfreeze.Freezer(model, policy, lr=0.05)
+        optimizer = torch.optim.AdamW(freezer.param_groups())
+        shard(model)
+        with pytest.raises(policyfreeze.PolicyUsageError, match="the optimizer holds none of the 2 parameters"):
+            freezer.update(optimizer, epoch=0)
+
+
 def check(rank: int) -> None:
     reference = unsharded_reference()
     for freezer_first in (True, False):
@@ -115,6 +171,14 @@ def check(rank: int) -> None:
         for name, value in reference.items():
             # Exact: the same forward per rank, gradients averaged by a power of two, AdamW per element.
             assert torch.equal(result[name], value), (freezer_first, name, (result[name] - value).abs().max())
+    applied, initial = applied_run(rank), dict(small_net().named_parameters())
+    for name, value in applied_run(None).items():
+        assert torch.equal(applied[name], value), ("apply, then fully_shard", name)
+        assert torch.equal(value, initial[name]) is name.startswith("stem."), name  # the optimizer trained
+    documented = documented_run(rank)
+    for name, value in unsharded_reference(lr=1e-3).items():  # the lr the documented code passes
+        assert torch.equal(documented[name], value), ("docs/training.md", name)
+    check_optimizer_built_before_sharding_is_refused_at_the_first_update()
 
 
 def worker(rank: int, init_file: str) -> None:

@@ -214,6 +214,17 @@ def test_lint_checks_one_stage(stage, codes, status, capsys):
     assert [f["code"] for f in json.loads(capsys.readouterr().out)["findings"]] == codes
 
 
-def test_lint_stage_of_the_wrong_unit_is_a_usage_error(capsys):
-    assert main([*LINT, "--step", "1"]) == 2
-    assert "schedules by epoch: pass --epoch, not --step" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    "command",
+    [
+        [*LINT, "--step", "1"],
+        ["plan", GRADUAL, "--model", "torchvision:resnet18", "--step", "1"],
+        ["cost", GRADUAL, "--model", "torchvision:resnet18", "--input-shape", "1,3,32,32", "--step", "1"],
+    ],
+    ids=["lint", "plan", "cost"],
+)
+def test_a_stage_of_the_wrong_unit_is_a_usage_error_in_the_clis_words(command, capsys):
+    assert main(command) == 2
+    out, err = capsys.readouterr()
+    assert "schedules by epoch: pass --epoch, not --step" in err
+    assert "step=" not in err and not out  # no API wording, and lint reports no files as unread

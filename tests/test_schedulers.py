@@ -54,11 +54,20 @@ def metric(step: int) -> float:
     return max(1.0 - 0.1 * step, 0.6)
 
 
-def run(make_scheduler, steps=range(STEPS), model=None, freezer=None, optimizer=None, scheduler=None, lrs=None):
+def run(
+    make_scheduler,
+    steps=range(STEPS),
+    model=None,
+    freezer=None,
+    optimizer=None,
+    scheduler=None,
+    lrs=None,
+    policy=POLICY,
+):
     """Train ``steps``, recording every group's lr before each optimizer step."""
     if model is None:
         model = tiny()
-        freezer = Freezer(model, POLICY, lr=BASE_LR)
+        freezer = Freezer(model, policy, lr=BASE_LR)
         optimizer = torch.optim.SGD(freezer.param_groups(), momentum=0.9)
         scheduler = make_scheduler(optimizer)
     lrs = [] if lrs is None else lrs
@@ -68,7 +77,9 @@ def run(make_scheduler, steps=range(STEPS), model=None, freezer=None, optimizer=
         lrs.append([float(group["lr"]) for group in optimizer.param_groups])
         x = torch.randn(4, 2, generator=torch.Generator().manual_seed(step))  # the same batches when resumed
         optimizer.zero_grad()
-        model(x).pow(2).mean().backward()
+        loss = model(x).pow(2).mean()
+        if loss.requires_grad:  # a stage may freeze everything for a while
+            loss.backward()
         optimizer.step()
         if isinstance(scheduler, s.ReduceLROnPlateau):
             scheduler.step(metric(step))
@@ -89,6 +100,35 @@ def test_an_added_group_keeps_the_policys_ratio_at_every_later_step(name):
     assert len({round(row[0], 12) for row in lrs}) > 1
     # ... and every per-group list of the scheduler still has one entry per group.
     assert len(scheduler.get_last_lr()) == len(optimizer.param_groups) == 3
+
+
+# No group keeps a parameter when layer 0 joins: the head's group loses its only tensor at that stage
+# ("swap"), or lost it one stage before ("emptied"). The added group is still measured against the lr the
+# policy gave the head, not against a scheduler's initial_lr (OneCycleLR's max_lr/25, CyclicLR's base_lr).
+NO_KEPT_REFERENCE = {
+    "swap": f"""\
+freeze all; unfreeze 3
+at step {ADDED_AT} {{ freeze 3; unfreeze 0 with lr_scale={SCALE} }}
+""",
+    "emptied": f"""\
+freeze all; unfreeze 3
+at step {ADDED_AT - 2} {{ freeze 3 }}
+at step {ADDED_AT} {{ unfreeze 0 with lr_scale={SCALE} }}
+""",
+}
+
+
+@pytest.mark.parametrize("case", NO_KEPT_REFERENCE)
+@pytest.mark.parametrize("name", SCHEDULERS)
+def test_an_added_group_keeps_the_policys_ratio_when_no_group_keeps_a_parameter(name, case):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PolicyWarning)  # "nothing trains" between the stages
+        _, _, optimizer, _, lrs = run(SCHEDULERS[name], policy=NO_KEPT_REFERENCE[case])
+    assert [len(row) for row in lrs] == [1] * ADDED_AT + [2] * (STEPS - ADDED_AT)
+    for step in range(ADDED_AT, STEPS):
+        base, added = lrs[step]
+        assert math.isclose(added, SCALE * base, rel_tol=1e-9), (step, lrs[step])
+    assert optimizer.param_groups[0]["params"] == []
 
 
 @pytest.mark.parametrize("name", ["LambdaLR", "CosineAnnealingLR", "OneCycleLR", "CyclicLR"])

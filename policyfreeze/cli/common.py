@@ -55,6 +55,18 @@ def add_stage(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--phase", type=int, metavar="N", help="resolve a phased policy at phase N (default: 0)")
 
 
+def stage(args: argparse.Namespace) -> tuple[str, int] | None:
+    """(unit, N) of --epoch/--step/--phase N, or None."""
+    given = [(unit, getattr(args, unit)) for unit in ("epoch", "step", "phase") if getattr(args, unit) is not None]
+    return given[0] if given else None
+
+
+def check_unit(policy: Policy, unit: str) -> None:
+    """A usage error, in the command line's words, when ``policy`` counts another unit than --``unit`` N."""
+    if policy.unit is not None and policy.unit != unit:
+        raise PolicyUsageError(f"{policy.source.name} schedules by {policy.unit}: pass --{policy.unit}, not --{unit}")
+
+
 def expand(paths: Sequence[str]) -> list[str]:
     """Files as given; a directory becomes every policy file below it, sorted."""
     out: list[str] = []
@@ -165,6 +177,8 @@ def plan_of(policy: Policy, model: Any, args: argparse.Namespace) -> Plan:
     from ..engine import resolve as resolver
     from ..model.tree import ModelTree
 
+    if (given := stage(args)) is not None:
+        check_unit(policy, given[0])  # before the engine says it in the API's words (epoch=)
     if not isinstance(model, ModelTree):
         return resolver.resolve(model, policy, epoch=args.epoch, step=args.step, phase=args.phase)
     plan = resolver.evaluate(model, policy, resolver.stage_at(policy, args.epoch, args.step, args.phase))

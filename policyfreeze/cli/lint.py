@@ -112,14 +112,9 @@ def run(args: argparse.Namespace) -> int:
             name, found = exc.source or path, findings_from_error(exc)
         else:
             name, found = source.name, list(lint(source, tree))
-            stage = _stage(args)
+            stage = common.stage(args)
             if tree is not None and stage is not None:
-                try:
-                    found = in_stage(found, source, *stage)
-                except PolicyUsageError as exc:
-                    common.print_error(exc)
-                    unreadable += 1
-                    continue
+                found = in_stage(found, source, *stage)
         names.append(name)
         found = sorted(filter_codes(found, args.select, args.ignore), key=Finding.sort_key)
         severities.update(f.severity for f in found)
@@ -154,18 +149,13 @@ def _lint_tree(args: argparse.Namespace) -> ModelTree | None:
     return None
 
 
-def _stage(args: argparse.Namespace) -> tuple[str, int] | None:
-    """(unit, N) of --epoch/--step/--phase N, or None."""
-    given = [(unit, getattr(args, unit)) for unit in ("epoch", "step", "phase") if getattr(args, unit) is not None]
-    return given[0] if given else None
-
-
 def in_stage(findings: list[Finding], source: Source, unit: str, at: int) -> list[Finding]:
     """The findings that hold in the stage in force at ``unit`` ``at``.
 
     Syntax and validation findings always do. A model-aware finding does when
     its statement is in force then and, for a finding that names its stages
-    (``at epochs 0 and 5``), when that stage is one of them.
+    (``at epochs 0 and 5``), when that stage is one of them. A policy that
+    counts another unit is a usage error: the command exits 2 with no report.
     """
     from ..language.parser import parse_source
 
@@ -174,8 +164,7 @@ def in_stage(findings: list[Finding], source: Source, unit: str, at: int) -> lis
     policy = parse_source(source)
     if policy.unit is None:
         return findings
-    if policy.unit != unit:
-        raise PolicyUsageError(f"{source.name} schedules by {policy.unit}: pass --{policy.unit}, not --{unit}")
+    common.check_unit(policy, unit)
     point = max(p for p in (0, *policy.milestones) if p <= at)
     first_point = {(s.span.line, s.span.column): 0 for s in policy.statements}
     for block in policy.blocks:

@@ -87,8 +87,9 @@ def param_groups(plan: Plan, *, lr: float | None = None, weight_decay: float | N
     without options get it); ``weight_decay`` applies where no statement set
     one. Either left out means the optimizer's own default. Each tensor
     appears once (tied weights too), groups in order of their first parameter.
+    The tensors are read from the model now (``Plan.current_tensors``).
     """
-    tensors = dict(zip(plan.tree.param_names, plan.live_model().tensors))
+    tensors = dict(zip(plan.tree.param_names, plan.current_tensors()))
     return [
         {"params": [tensors[name] for name in names], **options} for options, names in layout(plan, lr, weight_decay)
     ]

@@ -121,6 +121,23 @@ class Plan:
             )
         return self.live
 
+    def current_tensors(self) -> list[Any]:
+        """The model's parameter tensors as they are now, in the plan's parameter order.
+
+        Read again from the model: ``fully_shard`` (or ``load_state_dict(assign=True)``)
+        replaces the tensors a plan made before it holds, and an optimizer
+        built from those would train nothing.
+        """
+        fresh = walk(self.live_model().root)
+        old, new = self.tree, fresh.tree
+        if (old.param_names, old.param_aliases) != (new.param_names, new.param_aliases):
+            raise PolicyUsageError(
+                "the model's parameters were renamed, added or removed since the policy was resolved: "
+                "the plan's groups no longer name its parameters",
+                help="change the model first, then resolve or apply the policy",
+            )
+        return fresh.tensors
+
     @functools.cached_property
     def statement_decisions(self) -> tuple[Decision, ...]:
         """One per statement of the stage, in order: the decision a decider number points to."""
@@ -188,6 +205,7 @@ class Plan:
         """Optimizer parameter groups holding only what trains, grouped by ``with`` options.
 
         ``torch.optim.AdamW(plan.param_groups(lr=1e-3))``; see ``groups.param_groups``.
+        The tensors are the model's now (after ``fully_shard``, the sharded ones).
         """
         return groups.param_groups(self, lr=lr, weight_decay=weight_decay)
 

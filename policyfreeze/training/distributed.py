@@ -44,8 +44,13 @@ def is_compiled(model: Any) -> bool:
     )
 
 
-def recompile_limit() -> int:
-    """``torch._dynamo.config.recompile_limit``: the compilations dynamo keeps per function before eager."""
+def recompile_limit() -> tuple[str, int]:
+    """The setting and value of the compilations dynamo keeps per function before eager.
+
+    ``recompile_limit`` from torch 2.6; ``cache_size_limit`` before it (the
+    package allows torch 2.2).
+    """
     from torch._dynamo import config
 
-    return int(config.recompile_limit)
+    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+    return f"torch._dynamo.config.{name}", int(getattr(config, name))

@@ -151,6 +151,8 @@ class Freezer:
         self._groups: list[Group]
         self._compiled = distributed.is_compiled(model)
         self._stages_compiled = 1
+        #: whether an update has checked that the optimizer holds the model's tensors
+        self._holds_checked = False
         #: The epoch, step or phase reached: the stage in force is the one at ``at``.
         self.at = 0
         plan = resolve(model, self.policy, **({self.policy.unit: 0} if self.policy.unit else {}))
@@ -374,6 +376,12 @@ class Freezer:
         check_schedulers(schedulers, optimizer)
         if not self._crossed(at):
             self._check_forward(at)
+            if not self._holds_checked:
+                # An optimizer built before fully_shard replaced the tensors trains nothing: say so at the
+                # first update, not at the first stage change (a policy without stages has none).
+                self._live()
+                self._check_holds(held_by(optimizer, self._structure.index), self._plan)
+                self._holds_checked = True
             self.at = at
             return None
         live = self._live()
@@ -537,8 +545,13 @@ class Freezer:
 
         The reference is the first optimizer group holding a parameter of
         the model that stays in it, with the learning rate the policy gave
-        that parameter; with none, group 0 with its ``initial_lr`` (as if the
-        added groups had been there when the scheduler was built).
+        that parameter. With none, group 0: with the lr the Freezer recorded
+        for it when the optimizer is laid out as the record (built from
+        ``param_groups()`` and kept by ``update``); otherwise its
+        ``initial_lr``, its own base rate (as if the added groups had been
+        there when the scheduler was built). Not ``initial_lr`` first:
+        OneCycleLR and CyclicLR set it to their own starting rate, not the
+        policy's.
         """
         default_lr = optimizer.defaults.get("lr")
         dropped = set().union(*(step.drop for step in steps))
@@ -555,7 +568,14 @@ class Freezer:
                     break
         if not reference_lr and optimizer.param_groups:
             group = optimizer.param_groups[0]
-            reference, reference_lr = 0, group.get("initial_lr", group["lr"])
+            laid_out = len(optimizer.param_groups) == len(self._groups) and all(
+                [index.get(id(tensor)) for tensor in held["params"]] == ids
+                for held, (_, ids) in zip(optimizer.param_groups, self._groups)
+            )
+            reference = 0
+            reference_lr = (
+                self._groups[0][0].get("lr", default_lr) if laid_out else group.get("initial_lr", group["lr"])
+            )
         first = len(optimizer.param_groups)
         added = [(first + k, options.get("lr", default_lr) / reference_lr) for k, options in enumerate(new_groups)]
         return reference, added
@@ -605,13 +625,12 @@ class Freezer:
         if not (self._compiled and changes_graph):
             return self._stages_compiled
         stages = self._stages_compiled + 1
-        limit = distributed.recompile_limit()
+        setting, limit = distributed.recompile_limit()
         if stages > limit:
             self._warn_once(
                 f"{self.unit} {at} is stage {stages} of a torch.compile'd model: dynamo compiles the model once per "
-                f"set of requires_grad flags and stops at torch._dynamo.config.recompile_limit = {limit}, running "
-                "the rest in eager mode; raise it before training, "
-                f"torch._dynamo.config.recompile_limit = {2 * len(self.policy.milestones) + 2}",
+                f"set of requires_grad flags and stops at {setting} = {limit}, running "
+                f"the rest in eager mode; raise it before training, {setting} = {2 * len(self.policy.milestones) + 2}",
                 stacklevel=4,
                 key="recompile_limit",
             )
