@@ -192,10 +192,10 @@ def fit_columns(
     room = width - indent - 2 * (columns - 1)
     if first:
         rest = sum(w for i, w in enumerate(widths) if i not in first)
-        cap = max(widths[i] for i in first)
-        while cap > FIRST_FLOOR and rest + sum(min(widths[i], cap) for i in first) > room:
-            cap -= 1
-        rows = [[shorten_middle(cell, cap) if i in first else cell for i, cell in enumerate(row)] for row in rows]
+        first_cap = max(widths[i] for i in first)
+        while first_cap > FIRST_FLOOR and rest + sum(min(widths[i], first_cap) for i in first) > room:
+            first_cap -= 1
+        rows = [[shorten_middle(cell, first_cap) if i in first else cell for i, cell in enumerate(row)] for row in rows]
         widths = [max(len(row[i]) for row in rows) for i in range(columns)]
     fixed = sum(w for i, w in enumerate(widths) if i not in shrinkable)
     cap = max((w for i, w in enumerate(widths) if i in shrinkable), default=0)
