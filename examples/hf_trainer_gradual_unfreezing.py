@@ -1,7 +1,7 @@
 """Gradual unfreezing of a small BERT classifier with the Hugging Face Trainer, on CPU, in well under a minute.
 
     python examples/hf_trainer_gradual_unfreezing.py --output-dir /tmp/run
-    python examples/hf_trainer_gradual_unfreezing.py --output-dir /tmp/run2 --resume /tmp/run/checkpoint-16
+    python examples/hf_trainer_gradual_unfreezing.py --output-dir /tmp/run2 --resume /tmp/run/checkpoint-12
 
 What trains when lives in bert-gradual-unfreezing.freeze, beside this file;
 policyfreeze.transformers.FreezePolicyCallback drives it through an
@@ -74,7 +74,7 @@ class History(TrainerCallback):
 def main(
     output_dir: str = "hf-trainer-run",
     epochs: int = 4,
-    samples: int = 256,
+    samples: int = 192,
     resume: str | None = None,
 ) -> list[dict]:
     """Fine-tune; returns what trained at each epoch run and its evaluation loss."""
@@ -117,6 +117,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output-dir", default="hf-trainer-run")
     parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--resume", help="a checkpoint folder of an earlier run, such as OUTPUT_DIR/checkpoint-16")
+    parser.add_argument("--resume", help="a checkpoint folder of an earlier run, such as OUTPUT_DIR/checkpoint-12")
     arguments = parser.parse_args()
     main(output_dir=arguments.output_dir, epochs=arguments.epochs, resume=arguments.resume)

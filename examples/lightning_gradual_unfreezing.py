@@ -79,7 +79,7 @@ def synthetic_data(samples: int, image_size: int, seed: int) -> torch.utils.data
 
 
 def main(
-    epochs: int = 6, samples: int = 96, image_size: int = 32, batch_size: int = 16, ckpt_path: str | None = None
+    epochs: int = 5, samples: int = 48, image_size: int = 24, batch_size: int = 16, ckpt_path: str | None = None
 ) -> list[dict]:
     """Fine-tune; returns what trained at each epoch run. Lightning writes logs and checkpoints to ./lightning_logs."""
     train_loader = torch.utils.data.DataLoader(synthetic_data(samples, image_size, 0), batch_size=batch_size)
@@ -97,7 +97,7 @@ def main(
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=5)  # epoch 4 reaches the last stage
     parser.add_argument("--ckpt-path", help="resume from this Lightning checkpoint")
     arguments = parser.parse_args()
     main(epochs=arguments.epochs, ckpt_path=arguments.ckpt_path)

@@ -125,8 +125,9 @@ def train(
     return model
 
 
-def no_decay_names(model: BertForSequenceClassification) -> set[str]:
-    decay = set(Trainer(model=model, args=arguments(Path("unused"))).get_decay_parameter_names(model))
+def no_decay_names(model: BertForSequenceClassification, output_dir: Path) -> set[str]:
+    """The names the Trainer exempts from weight decay; the Trainer asked makes ``output_dir``: a test's own."""
+    decay = set(Trainer(model=model, args=arguments(output_dir)).get_decay_parameter_names(model))
     return {name for name, _ in model.named_parameters()} - decay
 
 
@@ -159,9 +160,9 @@ SCHEDULER_TYPES = ["linear", "cosine"]
 
 
 @pytest.mark.parametrize("scheduler", SCHEDULER_TYPES)
-def test_every_step_trains_what_the_policy_says_in_the_trainers_groups(runs, scheduler):
+def test_every_step_trains_what_the_policy_says_in_the_trainers_groups(runs, scheduler, tmp_path):
     _, model, probe = runs(scheduler)
-    no_decay = no_decay_names(model)
+    no_decay = no_decay_names(model, tmp_path)
     assert [step["step"] for step in probe.steps] == list(range(EPOCHS * STEPS_PER_EPOCH))
     for step in probe.steps:
         assert step["flags"] == policyfreeze.resolve(tiny_bert(), POLICY, epoch=step["epoch"]).requires_grad
@@ -250,7 +251,7 @@ def test_a_submodule_names_parameters_relative_to_it(tmp_path):
     trainable = [{name for name, flag in step["flags"].items() if flag} for step in probe.steps[::STEPS_PER_EPOCH]]
     assert trainable == [outside, outside | layer_1]
     assert all(step["problems"] == () for step in probe.steps)
-    no_decay = no_decay_names(tiny_bert())
+    no_decay = no_decay_names(tiny_bert(), tmp_path / "names")
     for _, weight_decay, group in probe.steps[-1]["groups"]:  # the Trainer's grouping, names made whole
         assert {name in no_decay for name in group} == {weight_decay == 0.0}, group
     assert callback.freezer.report.plan.tree.param_names[0] == "layer.0.attention.self.query.weight"
