@@ -444,7 +444,9 @@ def test_diff_json_and_markdown(policy, capsys) -> None:
     ]
     assert [(c["name"], c["old"], c["new"]) for c in stage["pins"]] == [("bn", False, True)]
     status, out, _ = run(["diff", old, new, "--model", CONVNET, "--format", "markdown"], capsys)
-    assert "**no parameter changes state; optimizer options differ for 2 tensors; eval pins differ for 1 module**" in out
+    assert (
+        "**no parameter changes state; optimizer options differ for 2 tensors; eval pins differ for 1 module**" in out
+    )
     assert "| `head.weight` | lr=0.001 → lr=0.0001 |" in out
 
 

@@ -204,9 +204,9 @@ def fit_columns(
     out = [[shorten_middle(cell, cap) if i in shrinkable else cell for i, cell in enumerate(row)] for row in rows]
     if names and any(names):
         others = sum(min(widths[i], cap) for i in shrinkable if i != 0)
-        first = min(label_room, max(cap, room - fixed - others))
+        label_width = min(label_room, max(cap, room - fixed - others))
         for row, original, listed in zip(out, rows, names):
-            row[0] = with_names(original[0], listed, max(first, min(len(original[0]), cap)))
+            row[0] = with_names(original[0], listed, max(label_width, min(len(original[0]), cap)))
         return fit_columns(out, shrinkable, width, indent)
     return out
 
