@@ -11,6 +11,7 @@ its position in the source.
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import re
 from collections.abc import Callable
@@ -490,9 +491,9 @@ class Policy(Node):
         """``epoch``, ``step`` or ``phase`` for a scheduled policy, else None."""
         return self.blocks[0].unit if self.blocks else None
 
-    @property
+    @functools.cached_property
     def milestones(self) -> tuple[int, ...]:
-        """The distinct N of the ``at`` blocks, ascending."""
+        """The distinct N of the ``at`` blocks, ascending (worked out once: a Freezer asks every step)."""
         return tuple(sorted({block.at for block in self.blocks}))
 
     def stage(self, at: int = 0) -> tuple[Statement, ...]:
