@@ -58,19 +58,29 @@ def read_entry(path: Path) -> bytes | None:
 
 
 def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` whole or not at all; a cache that cannot be written is skipped.
+    """Write a cache entry whole or not at all; a cache that cannot be written is skipped."""
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        replace_file(path, data)
 
-    The data goes to a temporary file in the same directory, renamed over the
-    entry, so a reader sees a whole entry or none however many processes write.
+
+def replace_file(path: Path, data: bytes, mode: int | None = None) -> None:
+    """Write ``data`` over ``path`` whole or not at all (``OSError`` when it cannot).
+
+    The data goes to a temporary file in the same directory, renamed over
+    ``path``, so a reader sees the old file or the new one however many
+    processes write, and a failure part-way leaves the old file.
     """
     temporary = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=path.parent)
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(descriptor, "wb") as file:
             file.write(data)
+        if mode is not None:
+            os.chmod(temporary, mode)
         os.replace(temporary, path)
     except OSError:
         if temporary is not None:
             with contextlib.suppress(OSError):
                 os.unlink(temporary)
+        raise

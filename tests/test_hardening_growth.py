@@ -1,4 +1,4 @@
-"""Bounded growth: how the time of lint and of name matching grows between two sizes.
+"""Bounded growth: how the time of lint, plan, diff, the Freezer and name matching grows between two sizes.
 
 Each test times the same work at a size and at twice that size (the best of a
 few runs, the two sizes taking turns) and checks the ratio: about 2 for linear
@@ -13,9 +13,11 @@ import time
 from collections.abc import Callable
 
 import pytest
+import torch
 from torch import nn
 
-from policyfreeze import PolicyError, resolve
+from policyfreeze import Freezer, PolicyError, resolve
+from policyfreeze.engine.resolve import evaluate
 from policyfreeze.engine.select import _regex_scanner, matches
 from policyfreeze.language.glob import MAX_PATTERN_PROGRAM, glob_scanner, glob_too_costly, regex_too_costly
 from policyfreeze.language.parser import parse
@@ -24,6 +26,8 @@ from policyfreeze.lint import lint
 from policyfreeze.model import manifest
 from policyfreeze.model.tree import ModelTree
 from policyfreeze.model.walk import tree_of
+from policyfreeze.report.diff import diff_schedules
+from policyfreeze.report.timeline import timeline
 
 LINEAR = 3.0  # the largest ratio accepted for twice the size: linear is 2, quadratic 4
 
@@ -69,6 +73,53 @@ def test_lint_of_many_statements_in_one_stage_grows_linearly():
     tree = tree_of(Small())
     texts = {n: "freeze all\n" + "unfreeze fc; freeze fc\n" * n + "unfreeze fc\n" for n in (400, 800)}
     assert growth(lambda n: list(lint(Source("p.freeze", texts[n]), tree)), 400) < LINEAR
+
+
+# --- plan, diff and the Freezer over a schedule: linear in its blocks -----------------------------------
+
+
+def unfreezing(blocks: int, every: str = "fc") -> str:
+    return "freeze all\n" + "".join(
+        f"at epoch {i} {{ unfreeze {every} with lr_scale=0.5 }}\n" for i in range(1, blocks + 1)
+    )
+
+
+def test_the_timeline_of_a_schedule_grows_linearly_with_its_blocks():
+    tree = tree_of(Small())
+    policies = {n: parse(unfreezing(n)) for n in (400, 800)}
+    stages = timeline(evaluate(tree, policies[400]))
+    assert len(stages) == 401 and stages[1].starts and not stages[2].starts  # every stage was compared
+    assert growth(lambda n: timeline(evaluate(tree, policies[n])), 400) < LINEAR
+
+
+def test_the_diff_of_two_schedules_grows_linearly_with_their_blocks():
+    tree = tree_of(Small())
+    pairs = {n: (parse(unfreezing(n)), parse(unfreezing(n, "body"))) for n in (400, 800)}
+    [old, new] = pairs[400]
+    assert len(diff_schedules(evaluate(tree, old), evaluate(tree, new)).differ_at) == 400
+    assert growth(lambda n: diff_schedules(*(evaluate(tree, policy) for policy in pairs[n])), 400) < LINEAR
+
+
+def test_freezer_updates_through_a_schedule_grow_linearly_with_its_blocks():
+    """Stages that only freeze add no optimizer group: what grows is the schedule, not the optimizer.
+
+    (A stage that starts training something appends a group, and torch's ``add_param_group`` walks every
+    group: that part grows with the optimizer, as docs/errors.md says.)
+    """
+    texts = {
+        n: "unfreeze all\n" + "".join(f"at epoch {i} {{ freeze {i % 3} }}\n" for i in range(1, n + 1))
+        for n in (300, 600)
+    }
+
+    def run(n: int) -> None:
+        model = nn.Sequential(*(nn.Linear(2, 2) for _ in range(4)))
+        freezer = Freezer(model, texts[n], lr=0.1)
+        optimizer = torch.optim.SGD(freezer.param_groups(), lr=0.1)
+        for epoch in range(1, n + 1):
+            freezer.update(optimizer, epoch=epoch)
+        assert freezer.at == n and len(optimizer.param_groups) == 1
+
+    assert growth(run, 300) < LINEAR
 
 
 # --- name matching: a capped pattern costs time linear in the names -------------------------------------

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import stat
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from .. import cache as user_cache
 from ..errors import PolicyError, PolicyUsageError, printable
 
 if TYPE_CHECKING:
@@ -200,6 +202,24 @@ def write(path: Path, data: bytes) -> None:
         path.write_bytes(data)
     except OSError as exc:
         raise PolicyUsageError(f"{path}: cannot write: {exc.strerror}") from None
+
+
+def is_special(path: str) -> bool:
+    """Whether ``path`` exists and is not a regular file (a FIFO, a pipe, a device): it has no second reading."""
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False  # reading it says what is wrong
+
+
+def replace(path: Path, data: bytes) -> None:
+    """Write ``data`` over the regular file ``path`` (through a symlink, over its target) whole
+    or not at all, keeping its permission bits."""
+    target = Path(os.path.realpath(path))
+    try:
+        user_cache.replace_file(target, data, mode=stat.S_IMODE(target.stat().st_mode))
+    except OSError as exc:
+        raise PolicyUsageError(f"{printable(str(path))}: cannot write: {exc.strerror}") from None
 
 
 def files(count: int) -> str:

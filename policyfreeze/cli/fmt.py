@@ -41,6 +41,13 @@ def run(args: argparse.Namespace) -> int:
     unchanged = 0
     dry_run = args.check or args.diff
     for path in common.expand(args.files):
+        if not dry_run and path != common.STDIN and common.is_special(path):
+            # Read once, it could not be written back: a FIFO's writer is gone, a pipe has no file.
+            common.print_error(
+                PolicyUsageError(f"{printable(path)}: not a regular file: use --check, --diff or '{common.STDIN}'")
+            )
+            status = common.EXIT_USAGE
+            continue
         try:
             source, raw = common.read(path, args.stdin_filename)
             formatted = format_source(source)
@@ -72,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         elif args.check:
             print(f"would reformat {printable(source.name)}")
         elif path != common.STDIN:
-            common.write(Path(path), new)
+            common.replace(Path(path), new)
     if dry_run and changed:
         status = max(status, common.EXIT_FINDINGS)
     if changed or unchanged:

@@ -138,11 +138,10 @@ class Plan:
             )
         return fresh.tensors
 
-    @functools.cached_property
+    @property
     def statement_decisions(self) -> tuple[Decision, ...]:
-        """One per statement of the stage, in order: the decision a decider number points to."""
-        source = self.policy.source
-        return tuple(Decision.of(statement, source) for statement in self.statements)
+        """One per statement of the schedule, shared by its stages: the decision a decider number points to."""
+        return self.schedule.decisions
 
     @property
     def statements(self) -> tuple[Statement, ...]:
@@ -329,6 +328,7 @@ class Schedule:
     #: per block in that order: its N, and how many statements are in force once it has joined
     block_ats: tuple[int, ...]
     block_ends: tuple[int, ...]
+    source: Source = field(repr=False, compare=False)
 
     @classmethod
     def of(cls, policy: Policy) -> Schedule:
@@ -338,7 +338,12 @@ class Schedule:
             statements.extend(block.statements)
             ats.append(block.at)
             ends.append(len(statements))
-        return cls(tuple(statements), len(policy.statements), tuple(ats), tuple(ends))
+        return cls(tuple(statements), len(policy.statements), tuple(ats), tuple(ends), policy.source)
+
+    @functools.cached_property
+    def decisions(self) -> tuple[Decision, ...]:
+        """The decision of each statement, by number: built once, so a stage costs nothing per statement."""
+        return tuple(Decision.of(statement, self.source) for statement in self.statements)
 
     def count_at(self, at: int) -> int:
         """How many statements are in force at epoch/step/phase ``at``."""

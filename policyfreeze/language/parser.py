@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from ..errors import PolicyError, PolicySyntaxError, PolicyValidationError
 from . import grammar, syntax_errors
 from .grammar import Comment, split_comments
-from .policy import HELP, Policy
+from .policy import HELP, HIDDEN, Policy
 from .source import Source
 from .transformer import Raw, ToData
 
@@ -76,6 +76,9 @@ def parse_with_comments(source: Source) -> tuple[Policy, list[Comment]]:
     if problem is not None:
         raise problem
     blanked, raw_comments = split_comments(source.text)
+    hidden = _hidden_in_comments(source, raw_comments)
+    if hidden:
+        raise PolicyError.collect(hidden)
     try:
         tree = grammar.parser().parse(blanked + "\n")
     except grammar.TooDeep as exc:
@@ -195,3 +198,22 @@ def _surrogate_error(source: Source) -> PolicyError | None:
         found.end(),
         help="decode the file with errors='strict', or pass its path to policyfreeze.load()",
     )
+
+
+def _hidden_in_comments(source: Source, comments: list[tuple[int, str]]) -> list[PolicyError]:
+    """PF101 for each comment holding a control character (``fmt --diff`` and lint would print it)."""
+    errors = []
+    for offset, text in comments:
+        found = HIDDEN.search(text)  # Source made CRLF line ends LF: a CR left is in the comment
+        if found is not None:
+            errors.append(
+                source.error(
+                    PolicySyntaxError,
+                    f"a comment cannot hold the control character U+{ord(found.group()):04X}",
+                    offset + found.start(),
+                    offset + found.end(),
+                    help="comments are printable text; remove the character",
+                    code="PF101",
+                )
+            )
+    return errors

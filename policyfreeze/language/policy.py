@@ -11,6 +11,7 @@ its position in the source.
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import re
 from collections.abc import Callable
@@ -43,6 +44,9 @@ HELP = "policyfreeze_help"
 
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+#: What a comment or a regex cannot hold: control characters but tab, bidi controls, line and paragraph
+#: separators. Printed raw they move a terminal's cursor, forge a CI log line or reorder the text shown.
+HIDDEN = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
 
 
 def invalid(code: str, message: str, help: str | None = None) -> PydanticCustomError:
@@ -154,6 +158,14 @@ class RegexSelector(Node):
     @field_validator("pattern")
     @classmethod
     def _compiles(cls, pattern: str) -> str:
+        hidden = HIDDEN.search(pattern)
+        if hidden is not None:
+            code = ord(hidden.group())
+            raise invalid(
+                "PF101",
+                f"a regular expression cannot hold the control character U+{code:04X}",
+                f"write the character as an escape: \\x{{{code:x}}}",
+            )
         problem = regex.problem(pattern)
         if problem:
             raise invalid("PF102", f"invalid regular expression: {problem}", regex.HELP)
@@ -490,9 +502,9 @@ class Policy(Node):
         """``epoch``, ``step`` or ``phase`` for a scheduled policy, else None."""
         return self.blocks[0].unit if self.blocks else None
 
-    @property
+    @functools.cached_property
     def milestones(self) -> tuple[int, ...]:
-        """The distinct N of the ``at`` blocks, ascending."""
+        """The distinct N of the ``at`` blocks, ascending (worked out once: a Freezer asks every step)."""
         return tuple(sorted({block.at for block in self.blocks}))
 
     def stage(self, at: int = 0) -> tuple[Statement, ...]:

@@ -94,7 +94,8 @@ class Manifest(_Entry):
             exclude: Any = {"parameters": {"__all__": {"adapter_base"}}}
         else:
             exclude = {"parameters": {i: {"adapter_base"} for i, base in enumerate(bases) if not base}}
-        return self.model_dump_json(indent=1, exclude=exclude) + "\n"
+        # ASCII only: a name's U+009B or U+202E printed raw would move a terminal's cursor or reorder a line.
+        return json.dumps(self.model_dump(mode="json", exclude=exclude), indent=1, ensure_ascii=True) + "\n"
 
 
 def json_schema() -> str:

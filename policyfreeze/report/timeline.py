@@ -119,9 +119,11 @@ def _stopped(plan: Plan) -> list[str | None]:
 
 
 def _regrouped(plan: Plan, previous: Plan) -> list[str | None]:
+    # Options change only where a statement the stage adds decides: only those are worked out.
+    new = previous.statement_count
     out: list[str | None] = []
-    for i, (before, after) in enumerate(zip(plan.start_flags, plan.param_flags)):
-        options = _options(plan, i) if before and after else None
+    for i, (before, after, decider) in enumerate(zip(plan.start_flags, plan.param_flags, plan.param_deciders)):
+        options = _options(plan, i) if before and after and decider >= new else None
         out.append(options if options is not None and options != _options(previous, i) else None)
     return out
 

@@ -139,8 +139,8 @@ def transition(held: set[int], previous: Plan, plan: Plan, options: GroupOptions
     change where the deciding statement did, so only those are compared.
     """
     flags, deciders, before = plan.param_flags, plan.param_deciders, previous.param_deciders
-    keys = _keys(plan)
-    old_keys = _keys(previous)
+    keys = _Keys(plan)
+    old_keys = _Keys(previous)
     added = [i for i in itertools.compress(range(len(flags)), flags) if i not in held]
     removed, moved = [], []
     for i in held:
@@ -156,7 +156,7 @@ def conform(optimizer: Any, index: dict[int, int], plan: Plan, options: GroupOpt
     ones join, and held ones whose group has other options than a statement or ``param_options`` gives them
     (an ``lr``, a ``weight_decay``) move. The base lr and weight decay move nothing: the group's own stand."""
     flags, deciders = plan.param_flags, plan.param_deciders
-    keys = _keys(plan)
+    keys = _Keys(plan)
     held: set[int] = set()
     removed, moved = [], []
     for group in optimizer.param_groups:
@@ -181,7 +181,7 @@ def conform(optimizer: Any, index: dict[int, int], plan: Plan, options: GroupOpt
 def _change(
     plan: Plan,
     options: GroupOptions,
-    keys: dict[int, OptionsKey],
+    keys: _Keys,
     added: list[int],
     moved: list[int],
     removed: list[int],
@@ -204,11 +204,17 @@ def _decision(plan: Plan, decider: int) -> Any:
     return plan.statement_decisions[decider] if decider >= 0 else None
 
 
-def _keys(plan: Plan) -> dict[int, OptionsKey]:
-    """Options key per statement number, -1 (no statement) included."""
-    keys = {number: options_key(decision) for number, decision in enumerate(plan.statement_decisions)}
-    keys[-1] = ()
-    return keys
+class _Keys(dict[int, OptionsKey]):
+    """Options key per statement number, -1 (no statement) included, worked out for the numbers asked:
+    a stage costs what its parameters need, not a key per statement in force."""
+
+    def __init__(self, plan: Plan) -> None:
+        super().__init__({-1: ()})
+        self.decisions = plan.statement_decisions
+
+    def __missing__(self, number: int) -> OptionsKey:
+        key = self[number] = options_key(self.decisions[number])
+        return key
 
 
 def apply_to_optimizer(optimizer: Any, tensors: list[Any], names: list[str], steps: list[GroupChange]) -> Undo:
@@ -218,16 +224,18 @@ def apply_to_optimizer(optimizer: Any, tensors: list[Any], names: list[str], ste
     parameters (torch ≥ 2.6 keeps ``param_names``) stays named: new groups
     name their tensors too.
     """
-    before = [
-        {key: list(group[key]) for key in ("params", "param_names") if key in group} for group in optimizer.param_groups
-    ]
+    count = len(optimizer.param_groups)
     named = any("param_names" in group for group in optimizer.param_groups)
+    # Only the groups a step changes are saved: an optimizer gains a group per stage, and copying
+    # every one of them at every stage would make a long schedule quadratic. A step assigns new
+    # lists, so the saved ones stay as they were.
+    saved: list[tuple[dict, dict]] = []
     dropped_state: dict[Any, Any] = {}
 
     def undo() -> None:
-        del optimizer.param_groups[len(before) :]
-        for group, saved in zip(optimizer.param_groups, before):
-            group.update(saved)
+        del optimizer.param_groups[count:]
+        for group, lists in reversed(saved):  # the first saved of a group changed twice is its original
+            group.update(lists)
         optimizer.state.update(dropped_state)
 
     try:
@@ -242,6 +250,7 @@ def apply_to_optimizer(optimizer: Any, tensors: list[Any], names: list[str], ste
                     for tensor, kept in zip(group["params"], keep):
                         if not kept and id(tensor) in forget and tensor in optimizer.state:
                             dropped_state[tensor] = optimizer.state.pop(tensor)
+                    saved.append((group, {key: group[key] for key in ("params", "param_names") if key in group}))
                     for key in ("params", "param_names"):
                         if key in group:
                             group[key] = [item for item, kept in zip(group[key], keep) if kept]
