@@ -194,18 +194,23 @@ def test_lint_without_a_model_loads_neither_torch_nor_the_engine(tmp_path):
     assert result.stdout.strip().splitlines()[-1] == "0 []"
 
 
-def grammar_alternatives(terminal: str) -> tuple[str, ...]:
-    match = re.search(rf"^{terminal}: (.+)$", grammar_text(), re.M)
-    assert match, terminal
-    return tuple(re.findall(r'"([a-z]+)"', match.group(1)))
+#: A keyword terminal: its words, then the lookahead that keeps it from being a name's start.
+KEYWORD_TERMINAL = re.compile(r"^([A-Z_]+): /(?:\(\?:)?([a-z|]+)\)?\(\?!\[A-Za-z0-9_\*\?\.\\\[\]\)/$", re.M)
+
+
+def keyword_terminals() -> dict[str, tuple[str, ...]]:
+    return {name: tuple(words.split("|")) for name, words in KEYWORD_TERMINAL.findall(grammar_text())}
 
 
 def test_the_grammar_speaks_the_vocabulary():
-    assert grammar_alternatives("VERB") == vocabulary.VERBS
-    assert grammar_alternatives("UNIT") == vocabulary.UNITS
+    terminals = keyword_terminals()
+    assert terminals["VERB"] == vocabulary.VERBS
+    assert terminals["UNIT"] == vocabulary.UNITS
     rules = "\n".join(line for line in grammar_text().splitlines() if not line.lstrip().startswith("//"))
-    # `children` is a regex terminal (a keyword only before '['); every other word is a string.
+    # `children` is a keyword only before '['; the words a name may begin with are keywords only
+    # when no name character follows; `all`, `match` and `type` are strings.
     words = set(re.findall(r'"([a-z]+)"', rules)) | set(re.findall(r"^CHILDREN: /([a-z]+)", rules, re.M))
+    words |= {word for group in terminals.values() for word in group}
     assert words == set(vocabulary.KEYWORDS)
     assert set(vocabulary.FIRST_STAGE) == set(vocabulary.UNITS)
 

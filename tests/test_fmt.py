@@ -99,8 +99,9 @@ LAYOUT = [
     ("unfreeze fc with lr = 1E-4 ,weight_decay=0.", "unfreeze fc with lr=1E-4, weight_decay=0.\n"),
     ("at epoch 3 { unfreeze layer4; unfreeze fc }", "at epoch 3 {\n    unfreeze layer4\n    unfreeze fc\n}\n"),
     ("at epoch +3 {\n\n}", "at epoch 3 {}\n"),
-    # A keyword needs no space before a number (docs/language.md, "Files").
-    ("at epoch3{unfreeze fc}", "at epoch 3 {\n    unfreeze fc\n}\n"),
+    # Brackets need no space around them (docs/language.md, "Files").
+    ("at epoch 3{unfreeze fc}", "at epoch 3 {\n    unfreeze fc\n}\n"),
+    ("freeze(fc)except(layer1)", "freeze fc except layer1\n"),
     ("at epoch 3 {\n\n  freeze a\n\n}", "at epoch 3 {\n    freeze a\n}\n"),
     ("freeze all   # why  \n", "freeze all  # why\n"),
     ("freeze all\r\nunfreeze fc\r\n", "freeze all\nunfreeze fc\n"),

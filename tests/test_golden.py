@@ -52,6 +52,10 @@ BAD_POLICIES = {
     "homoglyph": "fr\u0435eze all\n",
     "phase-zero": "freeze all\nat phase 0 { unfreeze fc }\n",
     "empty-index-list-item": "freeze children[0, , 2]\n",
+    # A keyword glued to what follows is one word, not the keyword (docs/language.md, "Files").
+    "verb-glued": "freezeall\n",
+    "unit-glued": "at epoch3 { unfreeze fc }\n",
+    "with-glued": "unfreeze fc withlr=1e-4\n",
 }
 
 

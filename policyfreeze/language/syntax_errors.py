@@ -16,7 +16,7 @@ import lark
 from ..errors import PolicyError, PolicySyntaxError, shorten
 from .policy import suggestion
 from .source import Source
-from .vocabulary import KEYWORDS, OPTION_KEYS, TERMINAL_NAMES, TERMINAL_WORDS, VERBS
+from .vocabulary import KEYWORDS, OPTION_KEYS, SELECTOR_WORDS, TERMINAL_NAMES, TERMINAL_WORDS, UNITS, VERBS
 
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 #: Words people write for the set operators.
@@ -107,7 +107,11 @@ def explain(source: Source, text: str, exc: lark.exceptions.UnexpectedInput) -> 
         message = f"unexpected {quoted}, expected {describe(expected)}"
     if word and word not in KEYWORDS:
         help_text = help_text or suggestion(word, keywords)
-    help_text = _hint(source.text, text, offset, word, expected, fallback=help_text)
+    glued = _glued_keyword(shown, keywords)
+    if glued is not None:
+        help_text = f"put a space after '{glued}': {shorten(glued + ' ' + shown[len(glued) :])}"
+    else:
+        help_text = _hint(source.text, text, offset, word, expected, fallback=help_text)
     return source.error(PolicySyntaxError, message, offset, end, help=help_text)
 
 
@@ -156,6 +160,26 @@ def _hint(original: str, text: str, offset: int, word: str, expected: set[str], 
         return "a regular expression is written match /REGEX/"
     if text[offset : offset + 1] == "[" and _class_with_comment_characters(original, offset):
         return "a glob whose [class] holds '#' or '/' is written quoted: \"layer[#]\" (no glob holds '\"')"
+    return None
+
+
+def _glued_keyword(shown: str, keywords: list[str]) -> str | None:
+    """The keyword expected here that ``shown`` starts with, glued to what may follow it (``freezeall``,
+    ``epoch3``); None for a misspelling that merely starts with one (``epochs``, ``freezed``)."""
+    for keyword in sorted(keywords, key=len, reverse=True):
+        rest = shown[len(keyword) :]
+        if not shown.startswith(keyword) or not rest:
+            continue
+        if keyword in UNITS:
+            follows = re.fullmatch(r"[+-]?[0-9]+", rest) is not None
+        elif keyword == "at":
+            follows = rest.startswith(UNITS)
+        elif keyword == "with":
+            follows = rest.startswith(OPTION_KEYS)
+        else:  # a selector follows: a name, a keyword or a bracket
+            follows = not rest[0].isalpha() or rest.startswith(SELECTOR_WORDS) or len(rest) >= 3
+        if follows:
+            return keyword
     return None
 
 

@@ -93,8 +93,9 @@ class ToData(Transformer):
 
     # Selectors ---------------------------------------------------------------
 
-    def difference(self, operands: list[Raw]) -> Raw:
+    def difference(self, children: list[Raw | Token]) -> Raw:
         # `a except b except c` is `(a except b) except c`: fold to the left.
+        operands = [child for child in children if not isinstance(child, Token)]  # the `except` tokens
         result = operands[0]
         for right in operands[1:]:
             result = {"kind": "difference", "left": result, "right": right, "span": span_over(operands[0], right)}
