@@ -540,3 +540,38 @@ def test_a_file_name_too_long_is_an_io_error(capsys):
     assert "File name too long" in err
     assert "internal error" not in err
     assert out.strip() == "No findings (0 files; 1 could not be read)."
+
+
+ENTRY_POINT_PROCESS = """
+import importlib.util, os, sys
+from policyfreeze.cli import _import_lark_without_regex
+_import_lark_without_regex()
+import lark.utils
+has_regex = importlib.util.find_spec("regex") is not None
+if has_regex:
+    import regex  # still importable for whoever needs it (transformers does)
+print(lark.utils._has_regex, has_regex)
+"""
+
+
+def test_the_executable_hides_regex_from_lark_only() -> None:
+    done = subprocess.run([sys.executable, "-c", ENTRY_POINT_PROCESS], capture_output=True, text=True, check=True)
+    lark_has_regex, installed = done.stdout.split()
+    assert (lark_has_regex, installed) == ("False", "True")  # the dev environment has regex (transformers)
+
+
+@pytest.mark.parametrize("user_setting", [None, ""])
+def test_the_executable_lints_with_an_empty_cache_and_keeps_the_users_pydantic_setting(tmp_path, user_setting) -> None:
+    env = {**os.environ, "POLICYFREEZE_CACHE_DIR": str(tmp_path / "cache")}
+    env.pop("PYDANTIC_DISABLE_PLUGINS", None)
+    if user_setting is not None:
+        env["PYDANTIC_DISABLE_PLUGINS"] = user_setting
+    probe = "import os, runpy, sys; sys.argv = ['policyfreeze', 'lint', 'policies/'];"
+    probe += "import atexit; atexit.register(lambda: print(repr(os.environ['PYDANTIC_DISABLE_PLUGINS'])));"
+    probe += "runpy.run_module('policyfreeze', run_name='__main__')"
+    for _ in range(2):  # the first run builds the parser without regex and caches it; the second loads it
+        done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, env=env)
+        assert done.returncode == 0, done.stderr
+        assert "All checks passed" in done.stdout
+        assert done.stdout.splitlines()[-1] == repr(user_setting if user_setting is not None else "__all__")
+    assert list((tmp_path / "cache" / "parsers").glob("*.json"))

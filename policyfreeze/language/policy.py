@@ -540,7 +540,3 @@ def _collecting(problems: list[InitErrorDetails], loc: tuple, validate: Callable
                 )
             )
         return None
-
-
-for _model in (UnionSelector, IntersectionSelector, DifferenceSelector, ChildrenSelector):
-    _model.model_rebuild()
