@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from common import Figure, alternate
 
-from policyfreeze.engine.select import matches
+from policyfreeze.engine.select import find_matches
 from policyfreeze.language.glob import glob_too_costly, regex_too_costly
 from policyfreeze.language.parser import parse
 from policyfreeze.language.source import Source
@@ -66,7 +66,7 @@ def pattern_figures() -> list[Figure]:
         pattern = selector.pattern
         problem = regex_too_costly(pattern) if text.startswith("freeze match") else glob_too_costly(pattern)
         assert problem is None, (name, problem)
-        runs = {kind: lambda s=selector, t=tree: matches(t, s) for kind, tree in trees.items()}
+        runs = {kind: lambda s=selector, t=tree: find_matches(t, s) for kind, tree in trees.items()}
         seconds = alternate(runs, None, REPEATS)
         value = ", ".join(f"{seconds[kind]:.3f} s ({kind} names)" for kind in trees)
         figures.append(Figure(f"{name} on 1 MB of names", value, "information", None))

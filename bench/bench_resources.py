@@ -3,8 +3,10 @@
 Each case runs in a fresh process, which reports its wall time and its peak
 resident memory (``VmHWM``): the largest policy the size limit lets through
 (about 1 MiB, parsed and linted, without and with a model), a manifest near
-its size limit linted, and a 200,000-tensor model (on the ``meta`` device)
-resolved and applied. The figures are reported for information (no goal:
+its size limit linted, a 200,000-tensor model (on the ``meta`` device)
+resolved and applied, and the hostile shapes of the same size: one line of
+statements or of errors, a schedule of tens of thousands of blocks, and
+glob patterns at the complexity cap against long names. The figures are reported for information (no goal:
 they are absolute on a shared machine) and recorded in ``docs/errors.md``
 ("Resources").
 
@@ -89,6 +91,120 @@ def largest_manifest(directory: Path, parameters: int) -> Path:
     return path
 
 
+def under_the_limit(piece: str) -> str:
+    """``piece`` repeated on one line to just under the 1 MiB policy limit."""
+    from policyfreeze.language.source import MAX_SOURCE_BYTES
+
+    return piece * ((MAX_SOURCE_BYTES - 64) // len(piece)) + "\n"
+
+
+def largest_schedule(directory: Path) -> Path:
+    """``at epoch N { unfreeze layerK }`` blocks to just under the 1 MiB limit."""
+    from policyfreeze.language.source import MAX_SOURCE_BYTES
+
+    lines, size, epoch = ["freeze all\nunfreeze fc\n"], 0, 1
+    while True:
+        line = f"at epoch {epoch} {{ unfreeze layer{epoch % 4 + 1} }}\n"
+        if size + len(line) > MAX_SOURCE_BYTES - 64:
+            break
+        lines.append(line)
+        size += len(line)
+        epoch += 1
+    path = directory / "schedule.freeze"
+    path.write_text("".join(lines))
+    return path
+
+
+def long_names_manifest(directory: Path, names: int, length: int) -> Path:
+    """A manifest of ``names`` modules with names of ``length`` pseudo-random 'a'/'b', a parameter each."""
+    state, children = 1, []
+    for i in range(names):
+        letters = []
+        for _ in range(length):
+            state = (state * 1103515245 + 12345) % 2**31
+            letters.append("ab"[state >> 16 & 1])
+        children.append(f"m{i}" + "".join(letters))
+    document = {
+        "format": "policyfreeze-manifest",
+        "version": 1,
+        "model": "long-names",
+        "modules": [{"name": "", "classes": ["Module"], "children": children}]
+        + [{"name": child, "classes": ["Linear"], "parameters": ["weight"]} for child in children],
+        "parameters": [
+            {"name": f"{child}.weight", "shape": [1, 1], "dtype": "float32", "requires_grad": True}
+            for child in children
+        ],
+    }
+    path = directory / "long-names.manifest.json"
+    path.write_text(json.dumps(document))
+    return path
+
+
+def lint_figure(label: str, *args: str) -> Figure:
+    """The time and peak memory of ``policyfreeze lint ARGS`` (its findings are the point, not its status)."""
+    seconds, peak = run(f"from policyfreeze.cli import main\nprint('exit', main({list(args)!r}))\n")
+    return Figure(label, f"{seconds:.1f} s, peak {peak / 1024:.0f} MiB", "reported", None)
+
+
+def hostile_figures(directory: Path, resnet18: Path) -> list[Figure]:
+    """The shapes that once took memory or time without bound, each as large as the limits allow."""
+    statements = directory / "one-line.freeze"
+    statements.write_text(under_the_limit("freeze fc;"))
+    errors = directory / "one-line-errors.freeze"
+    errors.write_text(under_the_limit("freeze children[::0];"))
+    schedule = largest_schedule(directory)
+    blocks = schedule.read_text().count("at epoch")
+    names = long_names_manifest(directory, 1_000, 3_000)
+    globs = directory / "costly-globs.freeze"
+    globs.write_text("".join(f'freeze "{pattern}"\n' for pattern in COSTLY_GLOBS))
+    figures = [
+        lint_figure(
+            f"[6] lint one line of {statements.stat().st_size // 10:,} statements 'freeze fc;' with --manifest",
+            "lint",
+            str(statements),
+            "--manifest",
+            str(resnet18),
+        ),
+        lint_figure(
+            f"[6] lint one line of {errors.stat().st_size // 21:,} syntax errors 'freeze children[::0];'",
+            "lint",
+            str(errors),
+        ),
+        lint_figure(
+            f"[6] lint a schedule of {blocks:,} blocks ({schedule.stat().st_size:,} bytes) with --manifest",
+            "lint",
+            str(schedule),
+            "--manifest",
+            str(resnet18),
+        ),
+        lint_figure(
+            f"[6] lint {len(COSTLY_GLOBS)} globs at the complexity cap against 1,000 names of 3,000 characters "
+            f"({names.stat().st_size / 2**20:.0f} MiB manifest)",
+            "lint",
+            str(globs),
+            "--manifest",
+            str(names),
+        ),
+    ]
+    seconds, peak = run(
+        "from policyfreeze.cli import main\n"
+        f"print('exit', main(['plan', {str(schedule)!r}, '--model', 'torchvision:resnet18', '--no-cache']))\n"
+    )
+    figures.append(
+        Figure(
+            f"[6] plan the {blocks:,}-block schedule on resnet18 (built, every stage in the timeline)",
+            f"{seconds:.1f} s, peak {peak / 1024:.0f} MiB",
+            "reported",
+            None,
+        )
+    )
+    return figures
+
+
+#: Globs near the 1,000-instruction cap of the costliest shapes known (docs/errors.md, "Bounded time").
+COSTLY_GLOBS = ("*a" * 90 + "*b", "*" + "a" * 800 + "b" + "?" * 9, "*" + "ab" * 450 + "c")
+
+
 def main() -> list[Figure]:
     figures = []
     with tempfile.TemporaryDirectory() as scratch:
@@ -125,6 +241,7 @@ def main() -> list[Figure]:
                 None,
             )
         )
+        figures += hostile_figures(directory, directory / "resnet18.json")
         manifest = largest_manifest(directory, 600_000)
         small = directory / "probe.freeze"
         small.write_text("freeze all\nunfreeze block999\n")

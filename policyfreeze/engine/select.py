@@ -56,7 +56,41 @@ def select(tree: ModelTree, selector) -> Intervals:
 
 
 def matches(tree: ModelTree, selector) -> list[int]:
-    """Nodes an atomic selector matches directly, ascending."""
+    """Nodes an atomic selector matches directly, ascending (a list shared with later callers: not to change).
+
+    An atom written again (the same pattern in another statement, or a
+    policy that repeats one statement thousands of times) is looked up, not
+    matched again: a file's cost grows with its distinct patterns.
+    """
+    key = _atom_key(selector)
+    memo = tree.match_memo
+    found = memo.get(key)
+    if found is None:
+        if len(memo) >= MEMO_ATOMS:  # distinct atoms without end: keep memory bounded, start over
+            memo.clear()
+        found = memo[key] = find_matches(tree, selector)
+    return found
+
+
+#: Distinct atomic selectors whose matches a tree keeps.
+MEMO_ATOMS = 256
+
+
+def _atom_key(selector) -> tuple:
+    """What an atom's matches depend on: not where it is written."""
+    if isinstance(selector, GlobSelector | TypeSelector):
+        return (selector.kind, selector.pattern)
+    if isinstance(selector, RegexSelector):
+        return (selector.kind, selector.pattern, selector.ignore_case)
+    if isinstance(selector, ChildrenSelector):
+        parent = None if selector.parent is None else selector.parent.pattern
+        bounds = tuple((item.start, item.stop, item.step, item.is_index) for item in selector.slices)
+        return (selector.kind, parent, bounds)
+    return (type(selector).__name__,)
+
+
+def find_matches(tree: ModelTree, selector) -> list[int]:
+    """``matches`` found anew: what a benchmark of matching times."""
     if isinstance(selector, AllSelector):
         return [0] if len(tree) else []
     if isinstance(selector, GlobSelector):

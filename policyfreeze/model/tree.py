@@ -263,6 +263,11 @@ class ModelTree:
     # Indexes for selection, built on first use (a tree is not changed once built).
 
     @functools.cached_property
+    def match_memo(self) -> dict[tuple, list[int]]:
+        """Matches of atomic selectors already matched on this tree, by ``engine.select``'s key."""
+        return {}
+
+    @functools.cached_property
     def name_lines(self) -> NameLines:
         """``names`` as one text: a regex scans it once instead of once per name."""
         return NameLines.of(self.names)
