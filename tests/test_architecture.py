@@ -22,12 +22,13 @@ PACKAGE = ROOT / "policyfreeze"
 
 #: Each part of the package and the parts it may import. The root module (``policyfreeze``)
 #: holds the version and the lazy public names; ``errors`` is the exception family; ``cache`` the
-#: user's cache directory. Every part may import those three.
-BASE = {"policyfreeze", "errors", "cache"}
+#: user's cache directory; ``collector`` pauses the garbage collector. Every part may import those four.
+BASE = {"policyfreeze", "errors", "cache", "collector"}
 ALLOWED = {
     "policyfreeze": {"errors"},
     "errors": set(),
     "cache": set(),
+    "collector": set(),
     "language": set(),
     "model": set(),
     "engine": {"errors", "language", "model"},
@@ -44,7 +45,7 @@ ALLOWED = {
 #: ``Plan`` names its view; the report is imported only when a notebook displays a plan.
 DISPLAY_HOOKS = {("policyfreeze.engine.resolve", "policyfreeze.report.html")}
 #: Parts that never import torch, at any depth of their own code.
-TORCH_FREE = {"policyfreeze", "errors", "cache", "language", "lint"}
+TORCH_FREE = {"policyfreeze", "errors", "cache", "collector", "language", "lint"}
 
 
 def module_name(path: Path) -> str:

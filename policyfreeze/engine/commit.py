@@ -7,6 +7,7 @@ import operator
 import warnings
 from typing import Any
 
+from .. import collector
 from ..errors import PolicyError, PolicyResolveError, PolicyWarning
 from ..model import pins
 from .resolve import Plan
@@ -15,6 +16,7 @@ from .resolve import Plan
 MAX_NAMED_FAILURES = 5
 
 
+@collector.paused
 def commit(plan: Plan) -> None:
     """Set the planned flags and eval pins; on any failure restore every one and re-raise.
 

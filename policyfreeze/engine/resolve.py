@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import collector
 from ..errors import (
     PolicyError,
     PolicyResolveError,
@@ -248,6 +249,7 @@ def stage_at(policy: Policy, epoch: int | None = None, step: int | None = None, 
     return at
 
 
+@collector.paused
 def resolve(
     model: Any,
     policy: Policy | str | Path,
@@ -270,6 +272,7 @@ def resolve(
     return dataclasses.replace(plan, live=live)
 
 
+@collector.paused
 def evaluate(tree: ModelTree, policy: Policy, at: int = 0) -> Plan:
     """The plan for ``tree``; problems are returned in ``errors``/``warnings``, not raised."""
     schedule = Schedule.of(policy)
@@ -289,6 +292,7 @@ def evaluate(tree: ModelTree, policy: Policy, at: int = 0) -> Plan:
     return _extend(start, schedule.statements[: schedule.count_at(at)])
 
 
+@collector.paused
 def advance(plan: Plan, at: int) -> Plan:
     """The plan at the later stage ``at``, evaluating only the statements that stage adds.
 

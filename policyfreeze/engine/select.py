@@ -13,6 +13,7 @@ import fnmatch
 import functools
 import heapq
 import itertools
+import operator
 import re
 from collections.abc import Iterable
 
@@ -123,17 +124,23 @@ def _candidate_matches(tree: ModelTree, candidates: list[int], test, ends: list[
     """The ``candidates`` (ascending) whose dotted name passes ``test``; with ``ends``, none inside a found one.
 
     A scan would find the same nodes, at a cost per match that dwarfs one
-    ``test`` of a name known to end right.
+    ``test`` of a name known to end right; the tests run in C (``map``).
     """
     names = tree.names
-    found: list[int] = []
-    resume = 0
-    for node in candidates:
-        if node >= resume and test("." + names[node]):
-            found.append(node)
-            if ends is not None:
-                resume = ends[node]
-    return found
+    dotted = map(operator.add, itertools.repeat("."), map(names.__getitem__, candidates))
+    found = list(itertools.compress(candidates, map(test, dotted)))
+    return found if ends is None else outermost(found, ends)
+
+
+def outermost(nodes: list[int], ends: list[int]) -> list[int]:
+    """The ascending ``nodes`` that are not inside the subtree of an earlier one, in C (``accumulate``)."""
+    if len(nodes) < 2:
+        return nodes
+    stops = list(map(ends.__getitem__, nodes))
+    # A node is inside an earlier one's subtree when it comes before the furthest end so far.
+    reach = itertools.accumulate(stops, max)
+    keep = itertools.chain((True,), map(operator.ge, itertools.islice(nodes, 1, None), reach))
+    return list(itertools.compress(nodes, keep))
 
 
 def _name_matches(names: list[str], lines: NameLines, scanner, test, ends: list[int] | None) -> list[int]:
@@ -202,12 +209,14 @@ def _scan(lines: NameLines, scanner, test, ends: list[int] | None) -> list[int]:
 
 
 def _match_types(tree: ModelTree, pattern: str) -> list[int]:
-    groups = [
-        nodes
-        for classes, nodes in tree.module_nodes_by_classes.items()
-        if any(fnmatch.fnmatchcase(name, pattern) for name in classes)
-    ]
-    return sorted(itertools.chain.from_iterable(groups))
+    """Module nodes with a class that ``pattern`` matches: each distinct list of classes tested once."""
+    classes = tree.module_classes
+    wanted = {names for names in set(classes) if any(fnmatch.fnmatchcase(name, pattern) for name in names)}
+    if not wanted:
+        return []
+    slot_ids = tree.module_slot_ids
+    per_node = classes if slot_ids is None else map(classes.__getitem__, slot_ids)
+    return list(itertools.compress(tree.module_nodes, map(wanted.__contains__, per_node)))
 
 
 def _match_children(tree: ModelTree, selector: ChildrenSelector) -> list[int]:
@@ -225,20 +234,20 @@ def children_parents(tree: ModelTree, selector: ChildrenSelector) -> list[int]:
 
 
 def closure(tree: ModelTree, nodes: list[int]) -> Intervals:
-    """Close ascending ``nodes`` downward: the union of their subtrees, adjacent ones joined."""
-    out: Intervals = []
+    """Close ascending ``nodes`` downward: the union of their subtrees, adjacent ones joined.
+
+    In C (``map``, ``compress``): a policy's atoms match tens of thousands of
+    nodes in a large model, and a loop per node cost more than the scans.
+    """
+    if not nodes:
+        return []
     ends = tree.ends
-    taken = -1  # one past the last subtree taken
-    for node in nodes:
-        if node < taken:
-            continue  # inside a subtree already taken
-        end = ends[node]
-        if node == taken:
-            out[-1] = (out[-1][0], end)
-        else:
-            out.append((node, end))
-        taken = end
-    return out
+    starts = outermost(nodes, ends)
+    stops = list(map(ends.__getitem__, starts))
+    # A subtree that starts where the one before it stops continues its interval.
+    opens = list(itertools.chain((True,), map(operator.ne, itertools.islice(starts, 1, None), stops)))
+    closes = itertools.chain(itertools.islice(opens, 1, None), (True,))
+    return list(zip(itertools.compress(starts, opens), itertools.compress(stops, closes)))
 
 
 def _coalesce(intervals: Iterable[tuple[int, int]]) -> Intervals:

@@ -7,16 +7,14 @@ exception itself, ``errors`` holds them all.
 
 from __future__ import annotations
 
-import functools
-import gc
 import re
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import lark
 from pydantic import ValidationError
 
+from .. import collector
 from ..errors import PolicyError, PolicySyntaxError, PolicyValidationError
 from . import grammar, syntax_errors
 from .grammar import Comment, split_comments
@@ -29,7 +27,6 @@ from .transformer import Raw, ToData
 MAX_SELECTOR_DEPTH = 100
 
 _CODE = re.compile(r"PF\d{3}")
-_T = TypeVar("_T")
 
 
 def parse(text: str, source: str = "<string>") -> Policy:
@@ -47,29 +44,7 @@ def parse_source(source: Source) -> Policy:
     return policy
 
 
-def _collection_paused(function: Callable[..., _T]) -> Callable[..., _T]:
-    """Run ``function`` with the cyclic garbage collector paused (then restored as it was).
-
-    A parse allocates hundreds of thousands of objects (Lark's tree, then the
-    models) and frees them all by reference counting; every collection
-    meanwhile would only re-scan survivors, and parse time would grow faster
-    than the file (2.5x for twice the statements; bench/bench_parse.py).
-    """
-
-    @functools.wraps(function)
-    def paused(*args: Any, **kwargs: Any) -> _T:
-        enabled = gc.isenabled()
-        gc.disable()
-        try:
-            return function(*args, **kwargs)
-        finally:
-            if enabled:
-                gc.enable()
-
-    return paused
-
-
-@_collection_paused
+@collector.paused
 def parse_with_comments(source: Source) -> tuple[Policy, list[Comment]]:
     """The policy and its comments (for ``# noqa`` and the formatter)."""
     problem = source.too_long_error() or _surrogate_error(source)

@@ -327,16 +327,6 @@ class ModelTree:
             node = ends[node]
         return top
 
-    @functools.cached_property
-    def module_nodes_by_classes(self) -> dict[tuple[str, ...], list[int]]:
-        """Module nodes (ascending) grouped by their classes: ``type()`` tests each group once."""
-        groups: dict[tuple[str, ...], list[int]] = {}
-        classes = self.module_classes
-        slot_ids = self.module_slot_ids
-        for node, names in zip(self.module_nodes, classes if slot_ids is None else map(classes.__getitem__, slot_ids)):
-            groups.setdefault(names, []).append(node)
-        return groups
-
     def __len__(self) -> int:
         return len(self.names)
 
