@@ -88,14 +88,14 @@ def main() -> list[Figure]:
     plan_ratio, lint_ratio = cached_s / cold_s, model_s / manifest_s
     return [
         Figure(
-            "[5] second plan --model torchvision:resnet18 / first (empty cache)",
+            "[7] second plan --model torchvision:resnet18 / first (empty cache)",
             f"{plan_ratio:.3f}x (cached {ms(cached_s)}, first {ms(cold_s)}; torch imported on a hit: "
             f"{'NO' if no_torch else 'yes'})",
             f"<= {PLAN_GOAL}x",
             no_torch and plan_ratio <= PLAN_GOAL,
         ),
         Figure(
-            "[5] cached lint policies/ --model / lint --manifest",
+            "[7] cached lint policies/ --model / lint --manifest",
             f"{lint_ratio:.3f}x ({ms(model_s)} vs {ms(manifest_s)})",
             f"<= {LINT_GOAL}x",
             lint_ratio <= LINT_GOAL,

@@ -22,6 +22,7 @@ import fnmatch
 import functools
 import re
 from dataclasses import dataclass
+from unittest import mock
 
 import pytest
 import torch
@@ -32,6 +33,7 @@ from spec_glob import spec_glob_matches as glob_matches
 from torch import nn
 
 from policyfreeze import parse
+from policyfreeze.engine import select as selection
 from policyfreeze.engine.resolve import evaluate
 from policyfreeze.engine.select import _glob_matches, _name_matches, _name_matches_one_by_one, _regex_scanner, matches
 from policyfreeze.language import regex
@@ -418,6 +420,18 @@ def test_the_resolver_equals_the_reference(name, data):
     text, at = data.draw(policies(model), label="policy")
     policy = parse(text)
     assert engine(model, policy, at) == Reference(model).evaluate(policy, at)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data())
+def test_looking_inside_the_left_operand_only_equals_the_reference(name, data):
+    """``a except b`` and ``a & b`` test ``b`` on the nodes in and above ``a`` when ``a`` is narrow: here always."""
+    model = model_named(name)
+    text, at = data.draw(policies(model), label="policy")
+    policy = parse(text)
+    with mock.patch.object(selection, "_NARROW_SHARE", 0), mock.patch.object(selection, "_NARROW_INTERVALS", 10**9):
+        assert engine(model, policy, at) == Reference(model).evaluate(policy, at)
 
 
 @pytest.mark.parametrize(

@@ -36,24 +36,83 @@ from ..model.tree import ModelTree, NameLines
 Intervals = list[tuple[int, int]]
 
 
-def select(tree: ModelTree, selector) -> Intervals:
-    """The nodes ``selector`` denotes in ``tree``."""
+def select(tree: ModelTree, selector, within: Intervals | None = None) -> Intervals:
+    """The nodes ``selector`` denotes in ``tree``.
+
+    With ``within``, only the part inside those nodes counts: the result may
+    hold more, but inside ``within`` it is exact. ``a except b`` and ``a & b``
+    look for ``b`` inside ``a`` only, so ``blocks.31 except *.mlp.*`` tests
+    the names of one block, not every name of the model.
+    """
     if isinstance(selector, UnionSelector):
         result: Intervals = []
         for item in selector.items:
-            result = union(result, select(tree, item))
+            result = union(result, select(tree, item, within))
         return result
     if isinstance(selector, IntersectionSelector):
-        result = select(tree, selector.items[0])
+        result = select(tree, selector.items[0], within)
         for item in selector.items[1:]:
             if not result:
                 break
-            result = intersection(result, select(tree, item))
+            result = intersection(result, select(tree, item, result))
         return result
     if isinstance(selector, DifferenceSelector):
-        left = select(tree, selector.left)
-        return difference(left, select(tree, selector.right)) if left else left
+        left = select(tree, selector.left, within)
+        return difference(left, select(tree, selector.right, left)) if left else left
+    if within is not None and _narrow(tree, selector, within):
+        return closure(tree, _matches_within(tree, selector, within))
     return closure(tree, matches(tree, selector))
+
+
+#: ``within`` is narrow when it covers at most this share of the nodes, in at most this many intervals.
+_NARROW_SHARE = 8
+_NARROW_INTERVALS = 64
+
+
+def _narrow(tree: ModelTree, selector, within: Intervals) -> bool:
+    """Whether testing the names in and above ``within`` one by one beats matching ``selector`` everywhere."""
+    if not isinstance(selector, GlobSelector | RegexSelector) or _atom_key(selector) in tree.match_memo:
+        return False
+    if isinstance(selector, GlobSelector) and not has_wildcard(selector.pattern):
+        return False  # a plain name is found by descent, which costs less still
+    return len(within) <= _NARROW_INTERVALS and sum(end - start for start, end in within) * _NARROW_SHARE <= len(tree)
+
+
+def _matches_within(tree: ModelTree, selector, within: Intervals) -> list[int]:
+    """The nodes a glob or regex matches among those in ``within`` and their ancestors, ascending.
+
+    Only these can put a node of ``within`` in the selection: a node is
+    selected through a match at itself or above it, and every node above a
+    node of an interval is above the interval's first node.
+    """
+    above = {node for start, _ in within for node in _ancestors(tree, start)}
+    inside = itertools.chain.from_iterable(itertools.starmap(range, within))
+    nodes = sorted(above.union(inside))
+    names = map(tree.names.__getitem__, nodes)
+    if isinstance(selector, GlobSelector):
+        test = glob_regex(selector.pattern).fullmatch
+        names = map(_dotted, names)
+    else:
+        test = regex.compile(selector.pattern, selector.ignore_case).search
+    return list(itertools.compress(nodes, map(test, names)))
+
+
+def _dotted(name: str) -> str:
+    return "." + name if name else ""
+
+
+def _ancestors(tree: ModelTree, node: int) -> list[int]:
+    """The nodes whose subtree holds ``node``, root first (``node`` itself left out)."""
+    ends, found, parent = tree.ends, [], 0
+    while parent != node:
+        found.append(parent)
+        child = (
+            parent + 1
+        )  # a subtree is contiguous in pre-order: the child holding node is the last to start before it
+        while ends[child] <= node:
+            child = ends[child]
+        parent = child
+    return found
 
 
 def matches(tree: ModelTree, selector) -> list[int]:

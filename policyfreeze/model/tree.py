@@ -239,19 +239,26 @@ class ModelTree:
         registration still has a node and a subtree).
         """
         module_nodes, ends, slot_ids = self.module_nodes, self.ends, self.module_slot_ids
-        seen: set[int] = set()
-        kids: list[int] = []
         end = ends[node]
         slot = bisect.bisect_left(module_nodes, node + 1)
-        while slot < len(module_nodes) and module_nodes[slot] < end:
-            child = module_nodes[slot]
-            if slot_ids is None:
-                kids.append(child)
-            elif slot_ids[slot] not in seen:
-                kids.append(child)
-                seen.add(slot_ids[slot])
-            slot = bisect.bisect_left(module_nodes, ends[child], slot + 1)  # past the child's subtree
-        return kids
+        if slot == len(module_nodes) or module_nodes[slot] >= end:
+            return []
+        # A module's parameters come before its submodules: from the first child module on, every
+        # sibling is a module, and the next one starts where the last one's subtree ends.
+        kids, child = [], module_nodes[slot]
+        while child < end:
+            kids.append(child)
+            child = ends[child]
+        if slot_ids is None:
+            return kids
+        seen: set[int] = set()
+        unique = []
+        for kid in kids:
+            number = slot_ids[bisect.bisect_left(module_nodes, kid)]
+            if number not in seen:
+                seen.add(number)
+                unique.append(kid)
+        return unique
 
     # Queries ----------------------------------------------------------------
 
