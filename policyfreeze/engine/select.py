@@ -64,9 +64,8 @@ def select(tree: ModelTree, selector, within: Intervals | None = None) -> Interv
     return closure(tree, matches(tree, selector))
 
 
-#: ``within`` is narrow when it covers at most this share of the nodes, in at most this many intervals.
+#: ``within`` is narrow when it covers at most this share of the nodes.
 _NARROW_SHARE = 8
-_NARROW_INTERVALS = 64
 
 
 def _narrow(tree: ModelTree, selector, within: Intervals) -> bool:
@@ -75,7 +74,7 @@ def _narrow(tree: ModelTree, selector, within: Intervals) -> bool:
         return False
     if isinstance(selector, GlobSelector) and not has_wildcard(selector.pattern):
         return False  # a plain name is found by descent, which costs less still
-    return len(within) <= _NARROW_INTERVALS and sum(end - start for start, end in within) * _NARROW_SHARE <= len(tree)
+    return sum(end - start for start, end in within) * _NARROW_SHARE <= len(tree)
 
 
 def _matches_within(tree: ModelTree, selector, within: Intervals) -> list[int]:
@@ -85,9 +84,8 @@ def _matches_within(tree: ModelTree, selector, within: Intervals) -> list[int]:
     selected through a match at itself or above it, and every node above a
     node of an interval is above the interval's first node.
     """
-    above = {node for start, _ in within for node in _ancestors(tree, start)}
     inside = itertools.chain.from_iterable(itertools.starmap(range, within))
-    nodes = sorted(above.union(inside))
+    nodes = sorted(_ancestors(tree, [start for start, _ in within]).union(inside))
     names = map(tree.names.__getitem__, nodes)
     if isinstance(selector, GlobSelector):
         test = glob_regex(selector.pattern).fullmatch
@@ -101,17 +99,29 @@ def _dotted(name: str) -> str:
     return "." + name if name else ""
 
 
-def _ancestors(tree: ModelTree, node: int) -> list[int]:
-    """The nodes whose subtree holds ``node``, root first (``node`` itself left out)."""
-    ends, found, parent = tree.ends, [], 0
-    while parent != node:
-        found.append(parent)
-        child = (
-            parent + 1
-        )  # a subtree is contiguous in pre-order: the child holding node is the last to start before it
-        while ends[child] <= node:
-            child = ends[child]
-        parent = child
+def _ancestors(tree: ModelTree, starts: list[int]) -> set[int]:
+    """The nodes whose subtree holds one of the ascending ``starts`` (the starts themselves left out).
+
+    One descent for all of them: a subtree is contiguous in pre-order, so the
+    child of a node that holds a start is the last child to begin before it,
+    and a later start lies in that child or in a later sibling. Each node is
+    passed over at most once, however many starts there are.
+    """
+    ends, found = tree.ends, set()
+    path = [0]
+    next_child: dict[int, int] = {}  # per node on the path: the first child a later start can lie in
+    for start in starts:
+        while ends[path[-1]] <= start:
+            path.pop()
+        node = path[-1]
+        while node != start:
+            child = next_child.get(node, node + 1)
+            while ends[child] <= start:
+                child = ends[child]
+            next_child[node] = child
+            path.append(child)
+            node = child
+        found.update(path[:-1])
     return found
 
 
