@@ -443,7 +443,7 @@ def _statement(plan: Plan, number: int) -> Statement:
 def _nothing_trainable(plan: Plan) -> Iterator[PolicyError]:
     tree = plan.tree
     count = plan.statement_count
-    if not tree.param_names or not count or any(plan.param_flags):
+    if not tree.param_nodes or not count or any(plan.param_flags):
         return
     freezers = {d for d in plan.param_deciders if d >= 0 and _statement(plan, d).verb == "freeze"}
     candidates = [_statement(plan, d) for d in freezers] or [_statement(plan, count - 1)]

@@ -299,7 +299,13 @@ def children_parents(tree: ModelTree, selector: ChildrenSelector) -> list[int]:
         return [0] if len(tree) else []
     # Every matching module, even one below another match: each has its own children.
     matched = _glob_matches(tree, selector.parent.pattern, below_matches=True)
-    return [node for node in matched if not tree.is_param[node]]
+    modules = tree.module_nodes
+
+    def is_module(node: int) -> bool:  # a lookup in the sorted module nodes: no per-node table built for a few
+        at = bisect.bisect_left(modules, node)
+        return at < len(modules) and modules[at] == node
+
+    return list(filter(is_module, matched))
 
 
 def closure(tree: ModelTree, nodes: list[int]) -> Intervals:

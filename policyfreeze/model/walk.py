@@ -606,7 +606,9 @@ class LiveDetails:
 
     @functools.cached_property
     def module_classes(self) -> list[tuple[str, ...]]:
-        return list(map(_class_names, map(type, self.modules)))
+        types = list(map(type, self.modules))
+        names = {cls: _class_names(cls) for cls in set(types)}  # a model has few classes and many modules
+        return list(map(names.__getitem__, types))
 
     @functools.cached_property
     def module_running_stats(self) -> list[bool]:
