@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -42,21 +43,24 @@ def run(script: str) -> tuple[float, int]:
     return elapsed, int(done.stdout.split()[-1])
 
 
-def largest_policy(directory: Path) -> Path:
-    """A valid policy just under the 1 MiB limit: about 44,000 statements naming resnet18's modules."""
+def up_to_the_limit(line: Callable[[int], str]) -> str:
+    """``line(0)``, ``line(1)``… for as long as the text stays just under the 1 MiB policy limit."""
     from policyfreeze.language.source import MAX_SOURCE_BYTES
 
-    names = ["conv1", "bn1", "layer1.0.conv1", "layer2.1.bn2", "layer3.0.downsample.0", "layer4.1.conv2", "fc"]
     lines, size, index = [], 0, 0
-    while True:
-        line = f"{'freeze' if index % 2 else 'unfreeze'} {names[index % len(names)]}\n"
-        if size + len(line) > MAX_SOURCE_BYTES - 64:
-            break
-        lines.append(line)
-        size += len(line)
+    while size + len(next_line := line(index)) <= MAX_SOURCE_BYTES - 64:
+        lines.append(next_line)
+        size += len(next_line)
         index += 1
+    return "".join(lines)
+
+
+def largest_policy(directory: Path) -> Path:
+    """A valid policy just under the 1 MiB limit: about 44,000 statements naming resnet18's modules."""
+    names = ["conv1", "bn1", "layer1.0.conv1", "layer2.1.bn2", "layer3.0.downsample.0", "layer4.1.conv2", "fc"]
+    text = up_to_the_limit(lambda i: f"{'freeze' if i % 2 else 'unfreeze'} {names[i % len(names)]}\n")
     path = directory / "largest.freeze"
-    path.write_text("".join(lines) + "unfreeze fc\neval type(BatchNorm2d)\n")
+    path.write_text(text + "unfreeze fc\neval type(BatchNorm2d)\n")
     return path
 
 
@@ -91,27 +95,11 @@ def largest_manifest(directory: Path, parameters: int) -> Path:
     return path
 
 
-def under_the_limit(piece: str) -> str:
-    """``piece`` repeated on one line to just under the 1 MiB policy limit."""
-    from policyfreeze.language.source import MAX_SOURCE_BYTES
-
-    return piece * ((MAX_SOURCE_BYTES - 64) // len(piece)) + "\n"
-
-
 def largest_schedule(directory: Path) -> Path:
     """``at epoch N { unfreeze layerK }`` blocks to just under the 1 MiB limit."""
-    from policyfreeze.language.source import MAX_SOURCE_BYTES
-
-    lines, size, epoch = ["freeze all\nunfreeze fc\n"], 0, 1
-    while True:
-        line = f"at epoch {epoch} {{ unfreeze layer{epoch % 4 + 1} }}\n"
-        if size + len(line) > MAX_SOURCE_BYTES - 64:
-            break
-        lines.append(line)
-        size += len(line)
-        epoch += 1
+    blocks = up_to_the_limit(lambda i: f"at epoch {i + 1} {{ unfreeze layer{(i + 1) % 4 + 1} }}\n")
     path = directory / "schedule.freeze"
-    path.write_text("".join(lines))
+    path.write_text("freeze all\nunfreeze fc\n" + blocks)
     return path
 
 
@@ -140,44 +128,49 @@ def long_names_manifest(directory: Path, names: int, length: int) -> Path:
     return path
 
 
-def lint_figure(label: str, *args: str) -> Figure:
-    """The time and peak memory of ``policyfreeze lint ARGS`` (its findings are the point, not its status)."""
-    seconds, peak = run(f"from policyfreeze.cli import main\nprint('exit', main({list(args)!r}))\n")
+def script_figure(label: str, script: str) -> Figure:
+    """The time and peak memory of ``script`` in a fresh process, reported."""
+    seconds, peak = run(script)
     return Figure(label, f"{seconds:.1f} s, peak {peak / 1024:.0f} MiB", "reported", None)
+
+
+def command_figure(label: str, *args: str) -> Figure:
+    """The time and peak memory of ``policyfreeze ARGS`` (its findings are the point, not its status)."""
+    return script_figure(label, f"from policyfreeze.cli import main\nprint('exit', main({list(args)!r}))\n")
 
 
 def hostile_figures(directory: Path, resnet18: Path) -> list[Figure]:
     """The shapes that once took memory or time without bound, each as large as the limits allow."""
     statements = directory / "one-line.freeze"
-    statements.write_text(under_the_limit("freeze fc;"))
+    statements.write_text(up_to_the_limit(lambda _: "freeze fc;") + "\n")
     errors = directory / "one-line-errors.freeze"
-    errors.write_text(under_the_limit("freeze children[::0];"))
+    errors.write_text(up_to_the_limit(lambda _: "freeze children[::0];") + "\n")
     schedule = largest_schedule(directory)
     blocks = schedule.read_text().count("at epoch")
     names = long_names_manifest(directory, 1_000, 3_000)
     globs = directory / "costly-globs.freeze"
     globs.write_text("".join(f'freeze "{pattern}"\n' for pattern in COSTLY_GLOBS))
     figures = [
-        lint_figure(
+        command_figure(
             f"[6] lint one line of {statements.stat().st_size // 10:,} statements 'freeze fc;' with --manifest",
             "lint",
             str(statements),
             "--manifest",
             str(resnet18),
         ),
-        lint_figure(
+        command_figure(
             f"[6] lint one line of {errors.stat().st_size // 21:,} syntax errors 'freeze children[::0];'",
             "lint",
             str(errors),
         ),
-        lint_figure(
+        command_figure(
             f"[6] lint a schedule of {blocks:,} blocks ({schedule.stat().st_size:,} bytes) with --manifest",
             "lint",
             str(schedule),
             "--manifest",
             str(resnet18),
         ),
-        lint_figure(
+        command_figure(
             f"[6] lint {len(COSTLY_GLOBS)} globs at the complexity cap against 1,000 names of 3,000 characters "
             f"({names.stat().st_size / 2**20:.0f} MiB manifest)",
             "lint",
@@ -186,16 +179,14 @@ def hostile_figures(directory: Path, resnet18: Path) -> list[Figure]:
             str(names),
         ),
     ]
-    seconds, peak = run(
-        "from policyfreeze.cli import main\n"
-        f"print('exit', main(['plan', {str(schedule)!r}, '--model', 'torchvision:resnet18', '--no-cache']))\n"
-    )
     figures.append(
-        Figure(
+        command_figure(
             f"[6] plan the {blocks:,}-block schedule on resnet18 (built, every stage in the timeline)",
-            f"{seconds:.1f} s, peak {peak / 1024:.0f} MiB",
-            "reported",
-            None,
+            "plan",
+            str(schedule),
+            "--model",
+            "torchvision:resnet18",
+            "--no-cache",
         )
     )
     return figures
@@ -206,72 +197,52 @@ COSTLY_GLOBS = ("*a" * 90 + "*b", "*" + "a" * 800 + "b" + "?" * 9, "*" + "ab" * 
 
 
 def main() -> list[Figure]:
-    figures = []
     with tempfile.TemporaryDirectory() as scratch:
         directory = Path(scratch)
         policy = largest_policy(directory)
         statements = policy.read_text().count("\n")
-        size = policy.stat().st_size
-        seconds, peak = run(f"from policyfreeze.cli import main\nprint('exit', main(['lint', {str(policy)!r}]))\n")
-        figures.append(
-            Figure(
-                f"[6] lint the largest policy ({size:,} bytes, {statements:,} statements), no model",
-                f"{seconds:.1f} s, peak {peak / 1024:.0f} MiB",
-                "reported",
-                None,
-            )
-        )
+        resnet18 = directory / "resnet18.json"
         manifest_script = (
             "import torchvision\n"
             "from policyfreeze.model.manifest import from_tree\n"
             "from policyfreeze.model.walk import tree_of\n"
-            f"open({str(directory / 'resnet18.json')!r}, 'w').write("
-            "from_tree(tree_of(torchvision.models.resnet18())).to_json())\n"
+            f"open({str(resnet18)!r}, 'w').write(from_tree(tree_of(torchvision.models.resnet18())).to_json())\n"
         )
         subprocess.run([sys.executable, "-c", manifest_script], cwd=ROOT, check=True)
-        seconds, peak = run(
-            "from policyfreeze.cli import main\n"
-            f"print('exit', main(['lint', {str(policy)!r}, '--manifest', {str(directory / 'resnet18.json')!r}]))\n"
-        )
-        figures.append(
-            Figure(
-                "[6] lint the largest policy against resnet18's manifest",
-                f"{seconds:.1f} s, peak {peak / 1024:.0f} MiB",
-                "reported",
-                None,
-            )
-        )
-        figures += hostile_figures(directory, directory / "resnet18.json")
         manifest = largest_manifest(directory, 600_000)
         small = directory / "probe.freeze"
         small.write_text("freeze all\nunfreeze block999\n")
-        seconds, peak = run(
-            f"from policyfreeze.cli import main\nprint('exit', main(['lint', {str(small)!r}, '--manifest', {str(manifest)!r}]))\n"
-        )
-        figures.append(
-            Figure(
-                f"[6] lint a 2-statement policy against a manifest of 600,000 tensors ({manifest.stat().st_size / 2**20:.0f} MiB)",
-                f"{seconds:.1f} s, peak {peak / 1024:.0f} MiB",
-                "reported",
-                None,
-            )
-        )
-        seconds, peak = run(
-            "import sys\n"
-            f"sys.path.insert(0, {str(ROOT / 'bench')!r})\n"
-            "import moe, policyfreeze\n"
-            "model = moe.build(200_000)\n"
-            "policyfreeze.apply(model, moe.MIXED)\n"
-        )
-        figures.append(
-            Figure(
+        return [
+            command_figure(
+                f"[6] lint the largest policy ({policy.stat().st_size:,} bytes, {statements:,} statements), no model",
+                "lint",
+                str(policy),
+            ),
+            command_figure(
+                "[6] lint the largest policy against resnet18's manifest",
+                "lint",
+                str(policy),
+                "--manifest",
+                str(resnet18),
+            ),
+            *hostile_figures(directory, resnet18),
+            command_figure(
+                "[6] lint a 2-statement policy against a manifest of 600,000 tensors "
+                f"({manifest.stat().st_size / 2**20:.0f} MiB)",
+                "lint",
+                str(small),
+                "--manifest",
+                str(manifest),
+            ),
+            script_figure(
                 "[6] build on meta and apply the 12-statement policy to a 200,000-tensor model",
-                f"{seconds:.1f} s, peak {peak / 1024:.0f} MiB",
-                "reported",
-                None,
-            )
-        )
-    return figures
+                "import sys\n"
+                f"sys.path.insert(0, {str(ROOT / 'bench')!r})\n"
+                "import moe, policyfreeze\n"
+                "model = moe.build(200_000)\n"
+                "policyfreeze.apply(model, moe.MIXED)\n",
+            ),
+        ]
 
 
 if __name__ == "__main__":
